@@ -1,0 +1,390 @@
+//! Plugin configuration: the JSON Envoy's `configuration` or Istio's `pluginConfig` delivers.
+//!
+//! Every problem is reported as one [`ConfigError`] naming the JSON path and the reason, because the
+//! operator only sees a log line and must be able to fix the field from it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserialize;
+
+use crate::propagation::{Format, Formats};
+
+pub const DEFAULT_COLLECTOR_CLUSTER: &str = "outbound|9411||zipkin.istio-system.svc.cluster.local";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub service_name: Option<String>,
+    pub span_kind: SpanKindChoice,
+    pub sampling: Sampling,
+    pub extract: Formats,
+    pub inject: Formats,
+    pub tags: Tags,
+    pub collector: Collector,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpanKindChoice {
+    Auto,
+    Server,
+    Client,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sampling {
+    pub rate: f64,
+    pub override_header: String,
+    pub force_header: String,
+    pub trust_upstream: bool,
+    pub trust_debug: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tags {
+    #[serde(rename = "static")]
+    pub fixed: BTreeMap<String, String>,
+    pub request_headers: Vec<String>,
+    pub max_value_length: usize,
+    pub record_query: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportFormat {
+    ZipkinJson,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Collector {
+    pub cluster: String,
+    pub authority: String,
+    pub path: String,
+    pub format: ExportFormat,
+    pub flush_interval_ms: u64,
+    pub max_batch: usize,
+    pub max_queue: usize,
+    pub timeout_ms: u64,
+    pub max_in_flight: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.reason)
+    }
+}
+
+/// The JSON shape; converted to [`Config`] after range checks.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    service_name: Option<String>,
+    #[serde(default = "default_span_kind")]
+    span_kind: SpanKindChoice,
+    #[serde(default)]
+    sampling: Sampling,
+    #[serde(default)]
+    propagation: RawPropagation,
+    #[serde(default)]
+    tags: Tags,
+    #[serde(default)]
+    collector: Collector,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawPropagation {
+    extract: Vec<FormatName>,
+    inject: Vec<FormatName>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum FormatName {
+    B3Multi,
+    B3Single,
+}
+
+fn default_span_kind() -> SpanKindChoice {
+    SpanKindChoice::Auto
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Sampling {
+            rate: 0.01,
+            override_header: String::new(),
+            force_header: "x-envoy-force-trace".to_string(),
+            trust_upstream: true,
+            trust_debug: true,
+        }
+    }
+}
+
+impl Default for Tags {
+    fn default() -> Self {
+        Tags {
+            fixed: BTreeMap::new(),
+            request_headers: Vec::new(),
+            max_value_length: 256,
+            record_query: false,
+        }
+    }
+}
+
+impl Default for Collector {
+    fn default() -> Self {
+        Collector {
+            cluster: DEFAULT_COLLECTOR_CLUSTER.to_string(),
+            authority: "zipkin.istio-system:9411".to_string(),
+            path: "/api/v2/spans".to_string(),
+            format: ExportFormat::ZipkinJson,
+            flush_interval_ms: 1000,
+            max_batch: 100,
+            max_queue: 1000,
+            timeout_ms: 5000,
+            max_in_flight: 2,
+        }
+    }
+}
+
+impl Default for RawPropagation {
+    fn default() -> Self {
+        RawPropagation {
+            extract: vec![FormatName::B3Multi, FormatName::B3Single],
+            inject: vec![FormatName::B3Multi],
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        // An empty document is always valid, so this cannot fail; the fallback keeps that unprovable
+        // fact out of the panic path.
+        parse(b"").unwrap_or_else(|_| Config {
+            service_name: None,
+            span_kind: SpanKindChoice::Auto,
+            sampling: Sampling::default(),
+            extract: Formats::of(&[Format::B3Multi, Format::B3Single]),
+            inject: Formats::of(&[Format::B3Multi]),
+            tags: Tags::default(),
+            collector: Collector::default(),
+        })
+    }
+}
+
+/// Parses and validates the plugin configuration. Empty input means all defaults.
+pub fn parse(input: &[u8]) -> Result<Config, ConfigError> {
+    let text = std::str::from_utf8(input).map_err(|_| error("(root)", "configuration is not UTF-8"))?;
+    let text = if text.trim().is_empty() { "{}" } else { text };
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| error("(root)", &format!("not valid JSON: {}", e)))?;
+    require_objects(&value)?;
+    let raw: Raw = serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { "(root)".to_string() } else { path };
+        error(&path, &strip_position(&e.into_inner().to_string()))
+    })?;
+    validate(raw)
+}
+
+/// serde accepts a JSON array where a struct is expected; configuration sections must be objects.
+fn require_objects(value: &serde_json::Value) -> Result<(), ConfigError> {
+    const SECTIONS: [&str; 5] = ["sampling", "propagation", "tags", "collector", "tags.static"];
+    let not_object = |path: &str| error(path, "invalid type: expected an object");
+    if !value.is_object() {
+        return Err(not_object("(root)"));
+    }
+    for path in SECTIONS {
+        let found = path.split('.').try_fold(value, |v, key| v.get(key));
+        if found.is_some_and(|v| !v.is_object()) {
+            return Err(not_object(path));
+        }
+    }
+    Ok(())
+}
+
+fn validate(raw: Raw) -> Result<Config, ConfigError> {
+    let s = &raw.sampling;
+    if !(0.0..=1.0).contains(&s.rate) {
+        return Err(error("sampling.rate", &format!("must be within 0.0..=1.0, got {}", s.rate)));
+    }
+    check_header_name("sampling.override_header", &s.override_header, true)?;
+    check_header_name("sampling.force_header", &s.force_header, true)?;
+    for (i, name) in raw.tags.request_headers.iter().enumerate() {
+        check_header_name(&format!("tags.request_headers[{i}]"), name, false)?;
+    }
+    for key in raw.tags.fixed.keys() {
+        if key.is_empty() {
+            return Err(error("tags.static", "tag names must not be empty"));
+        }
+    }
+    in_range("tags.max_value_length", raw.tags.max_value_length as u64, 1, 65_536)?;
+    let c = &raw.collector;
+    if c.cluster.is_empty() {
+        return Err(error("collector.cluster", "must not be empty"));
+    }
+    if c.authority.is_empty() {
+        return Err(error("collector.authority", "must not be empty"));
+    }
+    if !c.path.starts_with('/') {
+        return Err(error("collector.path", &format!("must start with '/', got {:?}", c.path)));
+    }
+    in_range("collector.flush_interval_ms", c.flush_interval_ms, 10, 600_000)?;
+    in_range("collector.max_batch", c.max_batch as u64, 1, 10_000)?;
+    in_range("collector.max_queue", c.max_queue as u64, 1, 100_000)?;
+    in_range("collector.timeout_ms", c.timeout_ms, 1, 60_000)?;
+    in_range("collector.max_in_flight", c.max_in_flight as u64, 1, 64)?;
+    if c.max_queue < c.max_batch {
+        return Err(error(
+            "collector.max_queue",
+            &format!("must be >= collector.max_batch ({}), got {}", c.max_batch, c.max_queue),
+        ));
+    }
+    if raw.propagation.inject.is_empty() {
+        return Err(error("propagation.inject", "must name at least one format"));
+    }
+    let mut tags = raw.tags;
+    tags.request_headers = tags.request_headers.iter().map(|h| h.to_ascii_lowercase()).collect();
+    let mut sampling = raw.sampling;
+    sampling.override_header = sampling.override_header.to_ascii_lowercase();
+    sampling.force_header = sampling.force_header.to_ascii_lowercase();
+    Ok(Config {
+        service_name: raw.service_name.filter(|s| !s.is_empty()),
+        span_kind: raw.span_kind,
+        sampling,
+        extract: formats(&raw.propagation.extract),
+        inject: formats(&raw.propagation.inject),
+        tags,
+        collector: raw.collector,
+    })
+}
+
+fn formats(names: &[FormatName]) -> Formats {
+    let list: Vec<Format> = names
+        .iter()
+        .map(|n| match n {
+            FormatName::B3Multi => Format::B3Multi,
+            FormatName::B3Single => Format::B3Single,
+        })
+        .collect();
+    Formats::of(&list)
+}
+
+fn in_range(path: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(error(path, &format!("must be within {min}..={max}, got {value}")))
+    }
+}
+
+/// Header names must be lower-case-able HTTP tokens and never pseudo-headers: a tag or override on
+/// `:authority` would read something other than what the operator meant.
+fn check_header_name(path: &str, name: &str, empty_ok: bool) -> Result<(), ConfigError> {
+    if name.is_empty() {
+        return if empty_ok { Ok(()) } else { Err(error(path, "must not be empty")) };
+    }
+    let token = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if token {
+        Ok(())
+    } else {
+        Err(error(path, &format!("not a valid HTTP header name: {name:?}")))
+    }
+}
+
+fn strip_position(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+fn error(path: &str, reason: &str) -> ConfigError {
+    ConfigError {
+        path: path.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let c = parse(b"").unwrap_or_default();
+        assert_eq!(c.sampling.rate, 0.01);
+        assert_eq!(c.collector.cluster, DEFAULT_COLLECTOR_CLUSTER);
+        assert!(c.extract.contains(Format::B3Single));
+        assert!(!c.inject.contains(Format::B3Single));
+        assert_eq!(parse(b"{}"), parse(b"  "));
+    }
+
+    #[test]
+    fn valid_rows() {
+        let rows: &[(&str, &str)] = &[
+            ("empty object", "{}"),
+            ("rate bounds", r#"{"sampling": {"rate": 0}}"#),
+            ("rate one int", r#"{"sampling": {"rate": 1}}"#),
+            ("override header", r#"{"sampling": {"override_header": "L5d-Sample"}}"#),
+            ("no force header", r#"{"sampling": {"force_header": ""}}"#),
+            ("formats", r#"{"propagation": {"extract": ["b3_single"], "inject": ["b3_multi", "b3_single"]}}"#),
+            ("tags", r#"{"tags": {"static": {"env": "prod"}, "request_headers": ["x-tenant"], "max_value_length": 8}}"#),
+            ("collector", r#"{"collector": {"cluster": "zipkin", "max_batch": 5, "max_queue": 5, "format": "zipkin_json"}}"#),
+            ("kind", r#"{"span_kind": "client", "service_name": "svc"}"#),
+        ];
+        for (name, input) in rows {
+            assert!(parse(input.as_bytes()).is_ok(), "row {name}: {:?}", parse(input.as_bytes()));
+        }
+        let c = parse(br#"{"sampling": {"override_header": "L5d-Sample"}}"#).unwrap_or_default();
+        assert_eq!(c.sampling.override_header, "l5d-sample");
+    }
+
+    #[test]
+    fn invalid_rows() {
+        let rows: &[(&str, &str, &str, &str)] = &[
+            ("unknown top key", r#"{"sample_rate": 1}"#, "sample_rate", "unknown field `sample_rate`"),
+            ("unknown nested key", r#"{"sampling": {"rat": 1}}"#, "sampling.rat", "unknown field `rat`"),
+            ("wrong type", r#"{"sampling": {"rate": "1"}}"#, "sampling.rate", "invalid type: string"),
+            ("rate too big", r#"{"sampling": {"rate": 1.5}}"#, "sampling.rate", "must be within 0.0..=1.0, got 1.5"),
+            ("rate negative", r#"{"sampling": {"rate": -0.1}}"#, "sampling.rate", "must be within"),
+            ("bad format", r#"{"collector": {"format": "otlp"}}"#, "collector.format", "unknown variant `otlp`"),
+            ("bad propagation", r#"{"propagation": {"inject": ["w3c"]}}"#, "propagation.inject[0]", "unknown variant `w3c`"),
+            ("no inject", r#"{"propagation": {"inject": []}}"#, "propagation.inject", "at least one"),
+            ("queue below batch", r#"{"collector": {"max_batch": 10, "max_queue": 5}}"#, "collector.max_queue", "must be >= collector.max_batch"),
+            ("zero batch", r#"{"collector": {"max_batch": 0}}"#, "collector.max_batch", "must be within 1..=10000"),
+            ("tiny flush", r#"{"collector": {"flush_interval_ms": 1}}"#, "collector.flush_interval_ms", "must be within"),
+            ("negative timeout", r#"{"collector": {"timeout_ms": -5}}"#, "collector.timeout_ms", "invalid value"),
+            ("relative path", r#"{"collector": {"path": "api/v2/spans"}}"#, "collector.path", "must start with '/'"),
+            ("empty cluster", r#"{"collector": {"cluster": ""}}"#, "collector.cluster", "must not be empty"),
+            ("bad header", r#"{"tags": {"request_headers": ["x ok"]}}"#, "tags.request_headers[0]", "not a valid HTTP header name"),
+            ("pseudo header", r#"{"sampling": {"override_header": ":path"}}"#, "sampling.override_header", "not a valid"),
+            ("bad kind", r#"{"span_kind": "producer"}"#, "span_kind", "unknown variant `producer`"),
+            ("not an object", "[1]", "(root)", "expected an object"),
+            ("section not an object", r#"{"sampling": [0.5]}"#, "sampling", "expected an object"),
+            ("broken json", r#"{"sampling": "#, "(root)", "not valid JSON: EOF"),
+            ("static tag not string", r#"{"tags": {"static": {"a": 1}}}"#, "tags.static.a", "invalid type: integer"),
+        ];
+        for (name, input, path, reason) in rows {
+            match parse(input.as_bytes()) {
+                Ok(_) => unreachable!("row {name}: accepted"),
+                Err(e) => {
+                    assert_eq!(e.path, *path, "row {name}: {e}");
+                    assert!(e.reason.contains(reason), "row {name}: {e}");
+                }
+            }
+        }
+    }
+}

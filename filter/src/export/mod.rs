@@ -1,0 +1,3 @@
+//! Encoders from the span model to collector wire formats.
+
+pub mod zipkin;

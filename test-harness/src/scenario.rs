@@ -1,0 +1,590 @@
+//! Scenario file schema (YAML). See test-harness/README.md for the documented form.
+
+use crate::matcher::{scalar_string, Matcher};
+use serde::Deserialize;
+use serde_yaml::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub envoys: Vec<EnvoySpec>,
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamSpec>,
+    #[serde(default)]
+    pub collector: CollectorSpec,
+    #[serde(default)]
+    pub requests: Vec<RequestSpec>,
+    /// Quiescence timeout (default 15000 ms).
+    #[serde(default)]
+    pub quiescence_timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub expect: Expect,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConfigKind {
+    Gateway,
+    SidecarInbound,
+    SidecarOutbound,
+}
+
+impl ConfigKind {
+    /// File name under `envoy/`.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            ConfigKind::Gateway => "gateway.yaml",
+            ConfigKind::SidecarInbound => "sidecar-inbound.yaml",
+            ConfigKind::SidecarOutbound => "sidecar-outbound.yaml",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvoySpec {
+    pub name: String,
+    pub config: ConfigKind,
+    /// Deep-merged into the JSON plugin configuration of the shipped config.
+    #[serde(default)]
+    pub plugin_config: Option<serde_json::Value>,
+    /// Replaces the plugin configuration string verbatim (wins over `plugin_config`).
+    #[serde(default)]
+    pub plugin_config_raw: Option<String>,
+    /// Upstream name for the `app` cluster (default: the only upstream, if there is exactly one).
+    #[serde(default)]
+    pub upstream: Option<String>,
+    /// Point the `app` cluster at a closed port.
+    #[serde(default)]
+    pub upstream_unreachable: bool,
+    #[serde(default)]
+    pub concurrency: Option<u32>,
+    #[serde(default)]
+    pub expect_start_failure: bool,
+    /// Value for `--component-log-level` (default `wasm:debug`).
+    #[serde(default)]
+    pub log_level: Option<String>,
+    /// Extra Envoy command-line arguments.
+    #[serde(default)]
+    pub extra_args: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSpec {
+    pub name: String,
+    #[serde(default)]
+    pub next: Option<NextHop>,
+    /// Response body for ordinary routes (default `ok from <name>\n`).
+    #[serde(default)]
+    pub body: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NextHop {
+    /// Envoy whose listener the app calls.
+    pub envoy: String,
+    /// Path to call (default `/`).
+    #[serde(default = "default_path")]
+    pub path: String,
+    /// Only call the next hop when the incoming path starts with this (default: always).
+    #[serde(default)]
+    pub when_path_prefix: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CollectorMode {
+    #[default]
+    Up,
+    Down,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorSpec {
+    #[serde(default)]
+    pub mode: CollectorMode,
+    #[serde(default = "default_collector_status")]
+    pub status: u16,
+    #[serde(default)]
+    pub delay_ms: u64,
+}
+
+impl Default for CollectorSpec {
+    fn default() -> Self {
+        CollectorSpec {
+            mode: CollectorMode::Up,
+            status: default_collector_status(),
+            delay_ms: 0,
+        }
+    }
+}
+
+fn default_collector_status() -> u16 {
+    202
+}
+
+fn default_path() -> String {
+    "/".to_string()
+}
+
+fn default_method() -> String {
+    "GET".to_string()
+}
+
+fn default_repeat() -> u32 {
+    1
+}
+
+/// Headers as an ordered list; in YAML a map whose values are scalars or lists of scalars
+/// (a list sends the header once per element).
+#[derive(Debug, Clone, Default)]
+pub struct HeaderList(pub Vec<(String, String)>);
+
+impl<'de> Deserialize<'de> for HeaderList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let v = Value::deserialize(d)?;
+        let mut out = Vec::new();
+        match v {
+            Value::Null => {}
+            Value::Mapping(m) => {
+                for (k, val) in m {
+                    let name = scalar_string(&k)
+                        .ok_or_else(|| D::Error::custom("header names must be strings"))?;
+                    match val {
+                        Value::Sequence(items) => {
+                            for it in items {
+                                out.push((
+                                    name.clone(),
+                                    scalar_string(&it).ok_or_else(|| {
+                                        D::Error::custom(format!("header {name}: bad value"))
+                                    })?,
+                                ));
+                            }
+                        }
+                        other => out.push((
+                            name.clone(),
+                            scalar_string(&other).ok_or_else(|| {
+                                D::Error::custom(format!(
+                                    "header {name}: value must be a scalar or a list"
+                                ))
+                            })?,
+                        )),
+                    }
+                }
+            }
+            _ => return Err(D::Error::custom("headers must be a map")),
+        }
+        Ok(HeaderList(out))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestSpec {
+    /// Envoy name whose listener receives the request.
+    pub via: String,
+    #[serde(default = "default_method")]
+    pub method: String,
+    #[serde(default = "default_path")]
+    pub path: String,
+    #[serde(default)]
+    pub headers: HeaderList,
+    #[serde(default)]
+    pub body: Option<String>,
+    #[serde(default = "default_repeat")]
+    pub repeat: u32,
+    #[serde(default)]
+    pub expect_status: Option<u16>,
+    /// Free text shown in the report.
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// An exact count or an inclusive `[lo, hi]` range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum CountSpec {
+    Exact(u64),
+    Range([u64; 2]),
+}
+
+impl CountSpec {
+    pub fn accepts(&self, n: u64) -> bool {
+        match *self {
+            CountSpec::Exact(x) => n == x,
+            CountSpec::Range([lo, hi]) => lo <= n && n <= hi,
+        }
+    }
+}
+
+impl std::fmt::Display for CountSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CountSpec::Exact(x) => write!(f, "{x}"),
+            CountSpec::Range([lo, hi]) => write!(f, "[{lo}, {hi}]"),
+        }
+    }
+}
+
+/// A request index at an upstream, or `all`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestSel {
+    Index(usize),
+    All,
+}
+
+impl<'de> Deserialize<'de> for RequestSel {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let v = Value::deserialize(d)?;
+        match &v {
+            Value::String(s) if s == "all" => Ok(RequestSel::All),
+            Value::Number(n) if n.as_u64().is_some() => {
+                Ok(RequestSel::Index(n.as_u64().unwrap_or_default() as usize))
+            }
+            _ => Err(D::Error::custom(format!(
+                "request must be an index or \"all\", got {v:?}"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for RequestSel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RequestSel::Index(i) => write!(f, "#{i}"),
+            RequestSel::All => write!(f, "all"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderExpect {
+    pub request: RequestSel,
+    pub headers: BTreeMap<String, Matcher>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SpanMatcher {
+    #[serde(default, rename = "traceId")]
+    pub trace_id: Option<Matcher>,
+    #[serde(default)]
+    pub id: Option<Matcher>,
+    #[serde(default, rename = "parentId")]
+    pub parent_id: Option<Matcher>,
+    #[serde(default)]
+    pub kind: Option<Matcher>,
+    #[serde(default)]
+    pub name: Option<Matcher>,
+    #[serde(default, rename = "serviceName")]
+    pub service_name: Option<Matcher>,
+    #[serde(default)]
+    pub debug: Option<Matcher>,
+    /// Name of the Envoy (scenario name) that exported the span.
+    #[serde(default)]
+    pub envoy: Option<Matcher>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, Matcher>,
+    /// Index of another matcher in the same list: this span's parentId is that span's id, same traceId.
+    #[serde(default)]
+    pub parent: Option<usize>,
+    #[serde(default)]
+    pub duration_min_us: Option<u64>,
+    /// Free text shown in the report.
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SpansExpect {
+    #[serde(default)]
+    pub count: Option<u64>,
+    #[serde(default)]
+    pub count_between: Option<[u64; 2]>,
+    /// Number of distinct traceIds.
+    #[serde(default)]
+    pub traces: Option<u64>,
+    /// Every trace has exactly this many spans.
+    #[serde(default)]
+    pub per_trace: Option<u64>,
+    /// Number of spans exported by each Envoy.
+    #[serde(default)]
+    pub per_envoy: BTreeMap<String, CountSpec>,
+    #[serde(default, rename = "match")]
+    pub matchers: Vec<SpanMatcher>,
+    #[serde(default)]
+    pub all_tags: BTreeMap<String, Matcher>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LogExpect {
+    #[serde(default)]
+    pub contains: Vec<String>,
+    #[serde(default)]
+    pub not_contains: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorExpect {
+    #[serde(default)]
+    pub min: Option<u64>,
+    #[serde(default)]
+    pub max: Option<u64>,
+    /// Every export request carries at most this many spans.
+    #[serde(default)]
+    pub max_spans_per_request: Option<u64>,
+    #[serde(default)]
+    pub path: Option<Matcher>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, Matcher>,
+}
+
+/// One name or a list of names.
+#[derive(Debug, Clone, Default)]
+pub struct NameList(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for NameList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(String),
+            Many(Vec<String>),
+        }
+        Ok(match OneOrMany::deserialize(d)? {
+            OneOrMany::One(s) => NameList(vec![s]),
+            OneOrMany::Many(v) => NameList(v),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    #[serde(default)]
+    pub upstream_headers: BTreeMap<String, Vec<HeaderExpect>>,
+    /// Number of requests each upstream received.
+    #[serde(default)]
+    pub upstream_requests: BTreeMap<String, CountSpec>,
+    #[serde(default)]
+    pub spans: Option<SpansExpect>,
+    #[serde(default)]
+    pub upstream_sampled_between: BTreeMap<String, [u64; 2]>,
+    #[serde(default)]
+    pub sampled_matches_spans: NameList,
+    #[serde(default)]
+    pub metrics: BTreeMap<String, BTreeMap<String, CountSpec>>,
+    #[serde(default)]
+    pub logs: BTreeMap<String, LogExpect>,
+    #[serde(default)]
+    pub collector_requests: Option<CollectorExpect>,
+}
+
+impl Scenario {
+    pub fn from_yaml(text: &str) -> Result<Scenario, String> {
+        let sc: Scenario = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+        sc.validate()?;
+        Ok(sc)
+    }
+
+    pub fn load(path: &Path) -> Result<Scenario, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        Scenario::from_yaml(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    pub fn envoy(&self, name: &str) -> Option<&EnvoySpec> {
+        self.envoys.iter().find(|e| e.name == name)
+    }
+
+    /// The upstream name the envoy's `app` cluster points at (None when unreachable/absent).
+    pub fn upstream_of(&self, envoy: &EnvoySpec) -> Option<String> {
+        if envoy.upstream_unreachable {
+            return None;
+        }
+        if let Some(u) = &envoy.upstream {
+            return Some(u.clone());
+        }
+        if self.upstreams.len() == 1 {
+            return Some(self.upstreams[0].name.clone());
+        }
+        None
+    }
+
+    /// Cross-reference checks.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut errs = Vec::new();
+        let envoy_names: BTreeSet<&str> = self.envoys.iter().map(|e| e.name.as_str()).collect();
+        let up_names: BTreeSet<&str> = self.upstreams.iter().map(|u| u.name.as_str()).collect();
+        if envoy_names.len() != self.envoys.len() {
+            errs.push("duplicate envoy names".to_string());
+        }
+        if up_names.len() != self.upstreams.len() {
+            errs.push("duplicate upstream names".to_string());
+        }
+        if self.envoys.is_empty() {
+            errs.push("no envoys".to_string());
+        }
+        for e in &self.envoys {
+            if let Some(u) = &e.upstream {
+                if !up_names.contains(u.as_str()) {
+                    errs.push(format!("envoy {}: unknown upstream {u}", e.name));
+                }
+                if e.upstream_unreachable {
+                    errs.push(format!(
+                        "envoy {}: upstream and upstream_unreachable are exclusive",
+                        e.name
+                    ));
+                }
+            } else if !e.upstream_unreachable && !e.expect_start_failure && self.upstreams.len() != 1
+            {
+                errs.push(format!(
+                    "envoy {}: name an upstream (there are {} upstreams) or set upstream_unreachable",
+                    e.name,
+                    self.upstreams.len()
+                ));
+            }
+            if e.plugin_config.is_some() && e.plugin_config_raw.is_some() {
+                errs.push(format!(
+                    "envoy {}: plugin_config and plugin_config_raw are exclusive",
+                    e.name
+                ));
+            }
+            if let Some(pc) = &e.plugin_config {
+                if !pc.is_object() {
+                    errs.push(format!("envoy {}: plugin_config must be a map", e.name));
+                }
+            }
+        }
+        for u in &self.upstreams {
+            if let Some(n) = &u.next {
+                if !envoy_names.contains(n.envoy.as_str()) {
+                    errs.push(format!("upstream {}: next.envoy {} unknown", u.name, n.envoy));
+                }
+            }
+        }
+        for (i, r) in self.requests.iter().enumerate() {
+            match self.envoy(&r.via) {
+                None => errs.push(format!("request #{i}: unknown envoy {}", r.via)),
+                Some(e) if e.expect_start_failure => errs.push(format!(
+                    "request #{i}: envoy {} is expected not to start",
+                    r.via
+                )),
+                _ => {}
+            }
+        }
+        let ex = &self.expect;
+        let up_keys = ex
+            .upstream_headers
+            .keys()
+            .chain(ex.upstream_requests.keys())
+            .chain(ex.upstream_sampled_between.keys())
+            .chain(ex.sampled_matches_spans.0.iter());
+        for k in up_keys {
+            if !up_names.contains(k.as_str()) {
+                errs.push(format!("expect: unknown upstream {k}"));
+            }
+        }
+        let mut envoy_keys: Vec<&String> = ex.metrics.keys().chain(ex.logs.keys()).collect();
+        if let Some(sp) = &ex.spans {
+            envoy_keys.extend(sp.per_envoy.keys());
+            for (i, m) in sp.matchers.iter().enumerate() {
+                if let Some(p) = m.parent {
+                    if p >= sp.matchers.len() || p == i {
+                        errs.push(format!("expect.spans.match[{i}]: bad parent index {p}"));
+                    }
+                }
+            }
+            if sp.count.is_some() && sp.count_between.is_some() {
+                errs.push("expect.spans: count and count_between are exclusive".to_string());
+            }
+        }
+        for k in envoy_keys {
+            if !envoy_names.contains(k.as_str()) {
+                errs.push(format!("expect: unknown envoy {k}"));
+            }
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(errs.join("; "))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_full_example() {
+        let sc = Scenario::from_yaml(
+            r#"
+name: t
+envoys:
+  - name: gw
+    config: gateway
+    plugin_config: {collector: {flush_interval_ms: 100}}
+upstreams:
+  - name: app
+requests:
+  - via: gw
+    headers: {x-b3-sampled: 1, x-dup: [a, b]}
+    repeat: 2
+expect:
+  upstream_headers:
+    app:
+      - request: 0
+        headers: {x-b3-sampled: "1", x-b3-parentspanid: {absent: true}}
+      - request: all
+        headers: {x-b3-traceid: {re: "^[0-9a-f]{32}$"}}
+  spans:
+    count: 2
+    match:
+      - {kind: SERVER, tags: {http.status_code: 200}}
+      - {parent: 0}
+  metrics: {gw: {spans_sampled: 2, spans_exported: [1, 2]}}
+  sampled_matches_spans: app
+"#,
+        )
+        .unwrap();
+        assert_eq!(sc.requests[0].headers.0.len(), 3);
+        assert_eq!(sc.requests[0].headers.0[0].1, "1");
+        assert_eq!(sc.upstream_of(&sc.envoys[0]).as_deref(), Some("app"));
+        assert_eq!(
+            sc.expect.upstream_headers["app"][1].request,
+            RequestSel::All
+        );
+        assert!(sc.expect.metrics["gw"]["spans_exported"].accepts(2));
+        assert!(!sc.expect.metrics["gw"]["spans_sampled"].accepts(1));
+    }
+
+    #[test]
+    fn rejects_bad_references_and_unknown_fields() {
+        let e = Scenario::from_yaml(
+            "name: t\nenvoys: [{name: gw, config: gateway, upstream: nope}]\nrequests: [{via: x}]\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("unknown upstream nope") && e.contains("unknown envoy x"), "{e}");
+        let e = Scenario::from_yaml("name: t\nenvoys: [{name: gw, config: gateway, bogus: 1}]\n")
+            .unwrap_err();
+        assert!(e.contains("bogus"), "{e}");
+        let e = Scenario::from_yaml("name: t\nenvoys: [{name: gw, config: gatewayy}]\n")
+            .unwrap_err();
+        assert!(e.contains("gatewayy"), "{e}");
+    }
+}
