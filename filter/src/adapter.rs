@@ -69,7 +69,13 @@ struct HostView<'a> {
 struct SplitMix(u64);
 
 impl Context for Root {
-    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
         let Some(shared) = self.shared.clone() else {
             return;
         };
@@ -87,11 +93,12 @@ impl Context for Root {
             } else {
                 sh.metrics.count(Counter::ExportRequestsFailed, 1);
                 sh.metrics.count(Counter::SpansDropped, spans);
-                let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size.min(256))
-                    .ok()
-                    .flatten()
-                    .map(|b| String::from_utf8_lossy(&b).into_owned())
-                    .unwrap_or_default();
+                let body =
+                    hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size.min(256))
+                        .ok()
+                        .flatten()
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                        .unwrap_or_default();
                 log(
                     LogLevel::Debug,
                     &format!("meshtrace: export of {spans} spans failed: status {status:?} {body}"),
@@ -111,7 +118,10 @@ impl RootContext for Root {
         let config = match config::parse(&raw) {
             Ok(c) => c,
             Err(e) => {
-                log(LogLevel::Critical, &format!("meshtrace: invalid configuration: {e}"));
+                log(
+                    LogLevel::Critical,
+                    &format!("meshtrace: invalid configuration: {e}"),
+                );
                 return false;
             }
         };
@@ -119,10 +129,15 @@ impl RootContext for Root {
         let metrics = Metrics::define();
         let seed = random_seed().unwrap_or_else(|| {
             metrics.count(Counter::InternalErrors, 1);
-            log(LogLevel::Warn, "meshtrace: no host randomness, ids seeded from the clock");
+            log(
+                LogLevel::Warn,
+                "meshtrace: no host randomness, ids seeded from the clock",
+            );
             now_ns()
         });
-        if hostcalls::set_tick_period(Duration::from_millis(config.collector.flush_interval_ms)).is_err() {
+        if hostcalls::set_tick_period(Duration::from_millis(config.collector.flush_interval_ms))
+            .is_err()
+        {
             metrics.count(Counter::InternalErrors, 1);
         }
         log(
@@ -175,11 +190,20 @@ impl Root {
             let (batch, cluster, authority, path, timeout) = {
                 let mut sh = shared.borrow_mut();
                 let c = &sh.config.collector;
-                let enough = if full_only { sh.buffer.len() >= c.max_batch } else { !sh.buffer.is_empty() };
+                let enough = if full_only {
+                    sh.buffer.len() >= c.max_batch
+                } else {
+                    !sh.buffer.is_empty()
+                };
                 if !enough || self.in_flight.len() >= c.max_in_flight {
                     return;
                 }
-                let (max, cluster, authority, path) = (c.max_batch, c.cluster.clone(), c.authority.clone(), c.path.clone());
+                let (max, cluster, authority, path) = (
+                    c.max_batch,
+                    c.cluster.clone(),
+                    c.authority.clone(),
+                    c.path.clone(),
+                );
                 let timeout = Duration::from_millis(c.timeout_ms);
                 (sh.buffer.take(max), cluster, authority, path, timeout)
             };
@@ -194,7 +218,8 @@ impl Root {
                 (b3::SAMPLED, "0"),
             ];
             let spans = batch.len() as u64;
-            match self.dispatch_http_call(&cluster, headers, Some(body.as_bytes()), vec![], timeout) {
+            match self.dispatch_http_call(&cluster, headers, Some(body.as_bytes()), vec![], timeout)
+            {
                 Ok(token) => {
                     self.in_flight.insert(token, spans);
                 }
@@ -223,13 +248,22 @@ impl HttpContext for Stream {
             Ok(h) => h,
             Err(e) => {
                 sh.metrics.count(Counter::InternalErrors, 1);
-                log(LogLevel::Debug, &format!("meshtrace: request headers unavailable: {e:?}"));
+                log(
+                    LogLevel::Debug,
+                    &format!("meshtrace: request headers unavailable: {e:?}"),
+                );
                 return Action::Continue;
             }
         };
         let headers: Vec<(String, String)> = headers
             .into_iter()
-            .map(|(k, v)| (k, String::from_utf8(v).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())))
+            .map(|(k, v)| {
+                (
+                    k,
+                    String::from_utf8(v)
+                        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+                )
+            })
             .collect();
         let sh = &mut *sh;
         let mut host = HostView {
@@ -238,7 +272,13 @@ impl HttpContext for Stream {
         };
         let start = tracer::start(&sh.config, &sh.node, &headers, now_ns(), &mut host);
         for edit in &start.edits {
-            if hostcalls::set_map_value(MapType::HttpRequestHeaders, &edit.name, edit.value.as_deref()).is_err() {
+            if hostcalls::set_map_value(
+                MapType::HttpRequestHeaders,
+                &edit.name,
+                edit.value.as_deref(),
+            )
+            .is_err()
+            {
                 sh.metrics.count(Counter::InternalErrors, 1);
             }
         }
@@ -254,7 +294,11 @@ impl HttpContext for Stream {
             now_ns: now_ns(),
             status: property_u64(&["response", "code"]),
             response_flags: property_u64(&["response", "flags"]),
-            grpc_status: if open.grpc { property_u64(&["response", "grpc_status"]) } else { None },
+            grpc_status: if open.grpc {
+                property_u64(&["response", "grpc_status"])
+            } else {
+                None
+            },
             request_size: property_u64(&["request", "size"]),
             response_size: property_u64(&["response", "size"]),
             protocol: property_string(&["request", "protocol"]),

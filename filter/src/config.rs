@@ -184,14 +184,19 @@ impl Default for Config {
 
 /// Parses and validates the plugin configuration. Empty input means all defaults.
 pub fn parse(input: &[u8]) -> Result<Config, ConfigError> {
-    let text = std::str::from_utf8(input).map_err(|_| error("(root)", "configuration is not UTF-8"))?;
+    let text =
+        std::str::from_utf8(input).map_err(|_| error("(root)", "configuration is not UTF-8"))?;
     let text = if text.trim().is_empty() { "{}" } else { text };
     let value: serde_json::Value = serde_json::from_str(text)
         .map_err(|e| error("(root)", &format!("not valid JSON: {}", e)))?;
     require_objects(&value)?;
     let raw: Raw = serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        let path = if path == "." { "(root)".to_string() } else { path };
+        let path = if path == "." {
+            "(root)".to_string()
+        } else {
+            path
+        };
         error(&path, &strip_position(&e.into_inner().to_string()))
     })?;
     validate(raw)
@@ -199,7 +204,13 @@ pub fn parse(input: &[u8]) -> Result<Config, ConfigError> {
 
 /// serde accepts a JSON array where a struct is expected; configuration sections must be objects.
 fn require_objects(value: &serde_json::Value) -> Result<(), ConfigError> {
-    const SECTIONS: [&str; 5] = ["sampling", "propagation", "tags", "collector", "tags.static"];
+    const SECTIONS: [&str; 5] = [
+        "sampling",
+        "propagation",
+        "tags",
+        "collector",
+        "tags.static",
+    ];
     let not_object = |path: &str| error(path, "invalid type: expected an object");
     if !value.is_object() {
         return Err(not_object("(root)"));
@@ -216,7 +227,10 @@ fn require_objects(value: &serde_json::Value) -> Result<(), ConfigError> {
 fn validate(raw: Raw) -> Result<Config, ConfigError> {
     let s = &raw.sampling;
     if !(0.0..=1.0).contains(&s.rate) {
-        return Err(error("sampling.rate", &format!("must be within 0.0..=1.0, got {}", s.rate)));
+        return Err(error(
+            "sampling.rate",
+            &format!("must be within 0.0..=1.0, got {}", s.rate),
+        ));
     }
     check_header_name("sampling.override_header", &s.override_header, true)?;
     check_header_name("sampling.force_header", &s.force_header, true)?;
@@ -228,7 +242,12 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
             return Err(error("tags.static", "tag names must not be empty"));
         }
     }
-    in_range("tags.max_value_length", raw.tags.max_value_length as u64, 1, 65_536)?;
+    in_range(
+        "tags.max_value_length",
+        raw.tags.max_value_length as u64,
+        1,
+        65_536,
+    )?;
     let c = &raw.collector;
     if c.cluster.is_empty() {
         return Err(error("collector.cluster", "must not be empty"));
@@ -237,9 +256,17 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
         return Err(error("collector.authority", "must not be empty"));
     }
     if !c.path.starts_with('/') {
-        return Err(error("collector.path", &format!("must start with '/', got {:?}", c.path)));
+        return Err(error(
+            "collector.path",
+            &format!("must start with '/', got {:?}", c.path),
+        ));
     }
-    in_range("collector.flush_interval_ms", c.flush_interval_ms, 10, 600_000)?;
+    in_range(
+        "collector.flush_interval_ms",
+        c.flush_interval_ms,
+        10,
+        600_000,
+    )?;
     in_range("collector.max_batch", c.max_batch as u64, 1, 10_000)?;
     in_range("collector.max_queue", c.max_queue as u64, 1, 100_000)?;
     in_range("collector.timeout_ms", c.timeout_ms, 1, 60_000)?;
@@ -247,14 +274,21 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
     if c.max_queue < c.max_batch {
         return Err(error(
             "collector.max_queue",
-            &format!("must be >= collector.max_batch ({}), got {}", c.max_batch, c.max_queue),
+            &format!(
+                "must be >= collector.max_batch ({}), got {}",
+                c.max_batch, c.max_queue
+            ),
         ));
     }
     if raw.propagation.inject.is_empty() {
         return Err(error("propagation.inject", "must name at least one format"));
     }
     let mut tags = raw.tags;
-    tags.request_headers = tags.request_headers.iter().map(|h| h.to_ascii_lowercase()).collect();
+    tags.request_headers = tags
+        .request_headers
+        .iter()
+        .map(|h| h.to_ascii_lowercase())
+        .collect();
     let mut sampling = raw.sampling;
     sampling.override_header = sampling.override_header.to_ascii_lowercase();
     sampling.force_header = sampling.force_header.to_ascii_lowercase();
@@ -284,7 +318,10 @@ fn in_range(path: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigErro
     if (min..=max).contains(&value) {
         Ok(())
     } else {
-        Err(error(path, &format!("must be within {min}..={max}, got {value}")))
+        Err(error(
+            path,
+            &format!("must be within {min}..={max}, got {value}"),
+        ))
     }
 }
 
@@ -292,7 +329,11 @@ fn in_range(path: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigErro
 /// `:authority` would read something other than what the operator meant.
 fn check_header_name(path: &str, name: &str, empty_ok: bool) -> Result<(), ConfigError> {
     if name.is_empty() {
-        return if empty_ok { Ok(()) } else { Err(error(path, "must not be empty")) };
+        return if empty_ok {
+            Ok(())
+        } else {
+            Err(error(path, "must not be empty"))
+        };
     }
     let token = name
         .bytes()
@@ -300,7 +341,10 @@ fn check_header_name(path: &str, name: &str, empty_ok: bool) -> Result<(), Confi
     if token {
         Ok(())
     } else {
-        Err(error(path, &format!("not a valid HTTP header name: {name:?}")))
+        Err(error(
+            path,
+            &format!("not a valid HTTP header name: {name:?}"),
+        ))
     }
 }
 
@@ -338,15 +382,31 @@ mod tests {
             ("empty object", "{}"),
             ("rate bounds", r#"{"sampling": {"rate": 0}}"#),
             ("rate one int", r#"{"sampling": {"rate": 1}}"#),
-            ("override header", r#"{"sampling": {"override_header": "L5d-Sample"}}"#),
+            (
+                "override header",
+                r#"{"sampling": {"override_header": "L5d-Sample"}}"#,
+            ),
             ("no force header", r#"{"sampling": {"force_header": ""}}"#),
-            ("formats", r#"{"propagation": {"extract": ["b3_single"], "inject": ["b3_multi", "b3_single"]}}"#),
-            ("tags", r#"{"tags": {"static": {"env": "prod"}, "request_headers": ["x-tenant"], "max_value_length": 8}}"#),
-            ("collector", r#"{"collector": {"cluster": "zipkin", "max_batch": 5, "max_queue": 5, "format": "zipkin_json"}}"#),
+            (
+                "formats",
+                r#"{"propagation": {"extract": ["b3_single"], "inject": ["b3_multi", "b3_single"]}}"#,
+            ),
+            (
+                "tags",
+                r#"{"tags": {"static": {"env": "prod"}, "request_headers": ["x-tenant"], "max_value_length": 8}}"#,
+            ),
+            (
+                "collector",
+                r#"{"collector": {"cluster": "zipkin", "max_batch": 5, "max_queue": 5, "format": "zipkin_json"}}"#,
+            ),
             ("kind", r#"{"span_kind": "client", "service_name": "svc"}"#),
         ];
         for (name, input) in rows {
-            assert!(parse(input.as_bytes()).is_ok(), "row {name}: {:?}", parse(input.as_bytes()));
+            assert!(
+                parse(input.as_bytes()).is_ok(),
+                "row {name}: {:?}",
+                parse(input.as_bytes())
+            );
         }
         let c = parse(br#"{"sampling": {"override_header": "L5d-Sample"}}"#).unwrap_or_default();
         assert_eq!(c.sampling.override_header, "l5d-sample");
@@ -355,27 +415,127 @@ mod tests {
     #[test]
     fn invalid_rows() {
         let rows: &[(&str, &str, &str, &str)] = &[
-            ("unknown top key", r#"{"sample_rate": 1}"#, "sample_rate", "unknown field `sample_rate`"),
-            ("unknown nested key", r#"{"sampling": {"rat": 1}}"#, "sampling.rat", "unknown field `rat`"),
-            ("wrong type", r#"{"sampling": {"rate": "1"}}"#, "sampling.rate", "invalid type: string"),
-            ("rate too big", r#"{"sampling": {"rate": 1.5}}"#, "sampling.rate", "must be within 0.0..=1.0, got 1.5"),
-            ("rate negative", r#"{"sampling": {"rate": -0.1}}"#, "sampling.rate", "must be within"),
-            ("bad format", r#"{"collector": {"format": "otlp"}}"#, "collector.format", "unknown variant `otlp`"),
-            ("bad propagation", r#"{"propagation": {"inject": ["w3c"]}}"#, "propagation.inject[0]", "unknown variant `w3c`"),
-            ("no inject", r#"{"propagation": {"inject": []}}"#, "propagation.inject", "at least one"),
-            ("queue below batch", r#"{"collector": {"max_batch": 10, "max_queue": 5}}"#, "collector.max_queue", "must be >= collector.max_batch"),
-            ("zero batch", r#"{"collector": {"max_batch": 0}}"#, "collector.max_batch", "must be within 1..=10000"),
-            ("tiny flush", r#"{"collector": {"flush_interval_ms": 1}}"#, "collector.flush_interval_ms", "must be within"),
-            ("negative timeout", r#"{"collector": {"timeout_ms": -5}}"#, "collector.timeout_ms", "invalid value"),
-            ("relative path", r#"{"collector": {"path": "api/v2/spans"}}"#, "collector.path", "must start with '/'"),
-            ("empty cluster", r#"{"collector": {"cluster": ""}}"#, "collector.cluster", "must not be empty"),
-            ("bad header", r#"{"tags": {"request_headers": ["x ok"]}}"#, "tags.request_headers[0]", "not a valid HTTP header name"),
-            ("pseudo header", r#"{"sampling": {"override_header": ":path"}}"#, "sampling.override_header", "not a valid"),
-            ("bad kind", r#"{"span_kind": "producer"}"#, "span_kind", "unknown variant `producer`"),
+            (
+                "unknown top key",
+                r#"{"sample_rate": 1}"#,
+                "sample_rate",
+                "unknown field `sample_rate`",
+            ),
+            (
+                "unknown nested key",
+                r#"{"sampling": {"rat": 1}}"#,
+                "sampling.rat",
+                "unknown field `rat`",
+            ),
+            (
+                "wrong type",
+                r#"{"sampling": {"rate": "1"}}"#,
+                "sampling.rate",
+                "invalid type: string",
+            ),
+            (
+                "rate too big",
+                r#"{"sampling": {"rate": 1.5}}"#,
+                "sampling.rate",
+                "must be within 0.0..=1.0, got 1.5",
+            ),
+            (
+                "rate negative",
+                r#"{"sampling": {"rate": -0.1}}"#,
+                "sampling.rate",
+                "must be within",
+            ),
+            (
+                "bad format",
+                r#"{"collector": {"format": "otlp"}}"#,
+                "collector.format",
+                "unknown variant `otlp`",
+            ),
+            (
+                "bad propagation",
+                r#"{"propagation": {"inject": ["w3c"]}}"#,
+                "propagation.inject[0]",
+                "unknown variant `w3c`",
+            ),
+            (
+                "no inject",
+                r#"{"propagation": {"inject": []}}"#,
+                "propagation.inject",
+                "at least one",
+            ),
+            (
+                "queue below batch",
+                r#"{"collector": {"max_batch": 10, "max_queue": 5}}"#,
+                "collector.max_queue",
+                "must be >= collector.max_batch",
+            ),
+            (
+                "zero batch",
+                r#"{"collector": {"max_batch": 0}}"#,
+                "collector.max_batch",
+                "must be within 1..=10000",
+            ),
+            (
+                "tiny flush",
+                r#"{"collector": {"flush_interval_ms": 1}}"#,
+                "collector.flush_interval_ms",
+                "must be within",
+            ),
+            (
+                "negative timeout",
+                r#"{"collector": {"timeout_ms": -5}}"#,
+                "collector.timeout_ms",
+                "invalid value",
+            ),
+            (
+                "relative path",
+                r#"{"collector": {"path": "api/v2/spans"}}"#,
+                "collector.path",
+                "must start with '/'",
+            ),
+            (
+                "empty cluster",
+                r#"{"collector": {"cluster": ""}}"#,
+                "collector.cluster",
+                "must not be empty",
+            ),
+            (
+                "bad header",
+                r#"{"tags": {"request_headers": ["x ok"]}}"#,
+                "tags.request_headers[0]",
+                "not a valid HTTP header name",
+            ),
+            (
+                "pseudo header",
+                r#"{"sampling": {"override_header": ":path"}}"#,
+                "sampling.override_header",
+                "not a valid",
+            ),
+            (
+                "bad kind",
+                r#"{"span_kind": "producer"}"#,
+                "span_kind",
+                "unknown variant `producer`",
+            ),
             ("not an object", "[1]", "(root)", "expected an object"),
-            ("section not an object", r#"{"sampling": [0.5]}"#, "sampling", "expected an object"),
-            ("broken json", r#"{"sampling": "#, "(root)", "not valid JSON: EOF"),
-            ("static tag not string", r#"{"tags": {"static": {"a": 1}}}"#, "tags.static.a", "invalid type: integer"),
+            (
+                "section not an object",
+                r#"{"sampling": [0.5]}"#,
+                "sampling",
+                "expected an object",
+            ),
+            (
+                "broken json",
+                r#"{"sampling": "#,
+                "(root)",
+                "not valid JSON: EOF",
+            ),
+            (
+                "static tag not string",
+                r#"{"tags": {"static": {"a": 1}}}"#,
+                "tags.static.a",
+                "invalid type: integer",
+            ),
         ];
         for (name, input, path, reason) in rows {
             match parse(input.as_bytes()) {

@@ -51,9 +51,7 @@ impl SpanId {
         if text.len() != 16 {
             return None;
         }
-        parse_hex64(text.as_bytes())
-            .filter(|v| *v != 0)
-            .map(SpanId)
+        parse_hex64(text.as_bytes()).filter(|v| *v != 0).map(SpanId)
     }
 
     pub fn generate(random: u64) -> SpanId {
@@ -107,7 +105,11 @@ mod tests {
                 "463ac35c9f6413ad48485a3953bb6124",
                 Some("463ac35c9f6413ad48485a3953bb6124"),
             ),
-            ("64-bit stays 64-bit", "a3ce929d0e0e4736", Some("a3ce929d0e0e4736")),
+            (
+                "64-bit stays 64-bit",
+                "a3ce929d0e0e4736",
+                Some("a3ce929d0e0e4736"),
+            ),
             (
                 "128-bit with zero high half",
                 "0000000000000000a3ce929d0e0e4736",

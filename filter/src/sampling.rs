@@ -174,7 +174,15 @@ mod tests {
                 false,
                 Reason::Upstream,
             ),
-            ("rate 1", Inputs { rate: 1.0, ..base() }, true, Reason::Rate),
+            (
+                "rate 1",
+                Inputs {
+                    rate: 1.0,
+                    ..base()
+                },
+                true,
+                Reason::Rate,
+            ),
             ("rate 0", base(), false, Reason::Rate),
         ];
         for (name, inputs, sampled, reason) in rows {

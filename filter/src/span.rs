@@ -67,8 +67,9 @@ pub mod tag {
 /// Envoy's legacy response-flag bit order (`StreamInfo::legacyResponseFlags`, what the
 /// `response.flags` property carries) and the short codes its access logs and Zipkin tracer print.
 const RESPONSE_FLAG_CODES: [&str; 30] = [
-    "LH", "UH", "UT", "LR", "UR", "UF", "UC", "UO", "NR", "DI", "FI", "RL", "UAEX", "RLSE", "DC", "URX",
-    "SI", "IH", "DPE", "UMSDR", "RFCF", "NFCF", "DT", "UPE", "NC", "OM", "DF", "DO", "DR", "UDO",
+    "LH", "UH", "UT", "LR", "UR", "UF", "UC", "UO", "NR", "DI", "FI", "RL", "UAEX", "RLSE", "DC",
+    "URX", "SI", "IH", "DPE", "UMSDR", "RFCF", "NFCF", "DT", "UPE", "NC", "OM", "DF", "DO", "DR",
+    "UDO",
 ];
 
 /// Renders a response-flag bit set as Envoy does: comma-separated codes, `-` when none.

@@ -130,9 +130,17 @@ pub fn start(
             value: None,
         });
     }
-    let span = decision
-        .sampled
-        .then(|| open(cfg, node, &seen, out, decision.reason, incoming.malformed, now_ns));
+    let span = decision.sampled.then(|| {
+        open(
+            cfg,
+            node,
+            &seen,
+            out,
+            decision.reason,
+            incoming.malformed,
+            now_ns,
+        )
+    });
     Start { edits, span }
 }
 
@@ -142,7 +150,9 @@ pub fn finish(cfg: &Config, node: &Node, open: OpenSpan, end: StreamEnd) -> Span
     let mut tags = open.tags;
     let status = end.status.unwrap_or(0);
     let grpc_failed = open.grpc && end.grpc_status.is_some_and(|s| s != 0);
-    let mut add = |key: &'static str, value: String| tags.push((Cow::Borrowed(key), span::truncate(value, max)));
+    let mut add = |key: &'static str, value: String| {
+        tags.push((Cow::Borrowed(key), span::truncate(value, max)))
+    };
     if let Some(p) = end.protocol {
         add(tag::HTTP_PROTOCOL, p);
     }
@@ -155,12 +165,23 @@ pub fn finish(cfg: &Config, node: &Node, open: OpenSpan, end: StreamEnd) -> Span
             add(tag::GRPC_STATUS, g.to_string());
         }
     }
-    add(tag::RESPONSE_FLAGS, span::response_flags(end.response_flags.unwrap_or(0)));
+    add(
+        tag::RESPONSE_FLAGS,
+        span::response_flags(end.response_flags.unwrap_or(0)),
+    );
     add(tag::REQUEST_SIZE, end.request_size.unwrap_or(0).to_string());
-    add(tag::RESPONSE_SIZE, end.response_size.unwrap_or(0).to_string());
-    let remote = end.peer.as_deref().and_then(|p| p.parse::<std::net::SocketAddr>().ok());
+    add(
+        tag::RESPONSE_SIZE,
+        end.response_size.unwrap_or(0).to_string(),
+    );
+    let remote = end
+        .peer
+        .as_deref()
+        .and_then(|p| p.parse::<std::net::SocketAddr>().ok());
     if let Some(peer) = &end.peer {
-        let ip = remote.map(|r| r.ip().to_string()).unwrap_or_else(|| peer.clone());
+        let ip = remote
+            .map(|r| r.ip().to_string())
+            .unwrap_or_else(|| peer.clone());
         add(tag::PEER_ADDRESS, ip);
     }
     if let Some(c) = end.upstream_cluster {
@@ -200,10 +221,17 @@ fn open(
 ) -> OpenSpan {
     let max = cfg.tags.max_value_length;
     let mut tags: Vec<(Cow<'static, str>, String)> = Vec::with_capacity(20);
-    let mut add = |key: Cow<'static, str>, value: &str| tags.push((key, span::truncate(value.to_string(), max)));
+    let mut add = |key: Cow<'static, str>, value: &str| {
+        tags.push((key, span::truncate(value.to_string(), max)))
+    };
     add(Cow::Borrowed(tag::NODE_ID), &node.id);
     add(Cow::Borrowed(tag::COMPONENT), "proxy");
-    let url = span::url(seen.scheme.unwrap_or("http"), seen.authority.unwrap_or(""), seen.path.unwrap_or("/"), cfg.tags.record_query);
+    let url = span::url(
+        seen.scheme.unwrap_or("http"),
+        seen.authority.unwrap_or(""),
+        seen.path.unwrap_or("/"),
+        cfg.tags.record_query,
+    );
     add(Cow::Borrowed(tag::HTTP_URL), &url);
     add(Cow::Borrowed(tag::HTTP_METHOD), seen.method.unwrap_or(""));
     if let Some(ua) = seen.user_agent {
@@ -224,13 +252,19 @@ fn open(
             add(Cow::Owned(name.clone()), value);
         }
     }
-    let name = span::name(seen.decorator, seen.authority.unwrap_or(""), seen.path.unwrap_or("/"));
+    let name = span::name(
+        seen.decorator,
+        seen.authority.unwrap_or(""),
+        seen.path.unwrap_or("/"),
+    );
     OpenSpan {
         out,
         reason,
         start_ns: now_ns,
         name: span::truncate(name, max),
-        grpc: seen.content_type.is_some_and(|c| c.starts_with("application/grpc")),
+        grpc: seen
+            .content_type
+            .is_some_and(|c| c.starts_with("application/grpc")),
         tags,
     }
 }
@@ -291,7 +325,8 @@ impl<'a> Seen<'a> {
         if !s.force_header.is_empty() && name == s.force_header && !value.is_empty() {
             self.force = true;
         }
-        if !s.override_header.is_empty() && name == s.override_header && self.rate_header.is_none() {
+        if !s.override_header.is_empty() && name == s.override_header && self.rate_header.is_none()
+        {
             self.rate_header = Some(value);
         }
         if let Some(i) = cfg.tags.request_headers.iter().position(|h| h == name) {

@@ -23,7 +23,11 @@ pub fn encode(spans: &[Span]) -> String {
 
 fn encode_span(span: &Span, out: &mut String) {
     // `write!` into a String cannot fail; the results are ignored for that reason.
-    let _ = write!(out, "{{\"traceId\":\"{}\",\"id\":\"{}\"", span.trace_id, span.id);
+    let _ = write!(
+        out,
+        "{{\"traceId\":\"{}\",\"id\":\"{}\"",
+        span.trace_id, span.id
+    );
     if let Some(parent) = span.parent_id {
         let _ = write!(out, ",\"parentId\":\"{parent}\"");
     }
@@ -89,7 +93,8 @@ mod tests {
 
     fn span() -> Span {
         Span {
-            trace_id: TraceId::parse("463ac35c9f6413ad48485a3953bb6124").unwrap_or(TraceId::generate(1, 1)),
+            trace_id: TraceId::parse("463ac35c9f6413ad48485a3953bb6124")
+                .unwrap_or(TraceId::generate(1, 1)),
             id: SpanId(0xe457_b5a2_e4d8_6bd1),
             parent_id: Some(SpanId(0x05e3_ac9a_4f6e_3b90)),
             kind: Kind::Server,
@@ -127,7 +132,8 @@ mod tests {
             tags: vec![],
             ..span()
         };
-        let json: serde_json::Value = serde_json::from_str(&encode(&[s.clone(), s])).unwrap_or_default();
+        let json: serde_json::Value =
+            serde_json::from_str(&encode(&[s.clone(), s])).unwrap_or_default();
         let first = &json[0];
         assert!(first.get("parentId").is_none());
         assert_eq!(first["debug"], true);

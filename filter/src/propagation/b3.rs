@@ -160,11 +160,13 @@ fn parse_single(value: &str) -> Option<Extracted> {
     let mut parts = value.split('-');
     let first = parts.next()?;
     let second = match parts.next() {
-        None => return parse_state(first).map(|(sampled, debug)| Extracted {
-            sampled,
-            debug,
-            ..Extracted::default()
-        }),
+        None => {
+            return parse_state(first).map(|(sampled, debug)| Extracted {
+                sampled,
+                debug,
+                ..Extracted::default()
+            })
+        }
         Some(s) => s,
     };
     let trace_id = TraceId::parse(first)?;
@@ -198,13 +200,20 @@ fn parse_state(state: &str) -> Option<(Option<bool>, bool)> {
 
 /// The header edits that write `out` in the configured formats and remove every B3 header of a format
 /// not written, so a stale context never travels next to the new one.
-pub fn inject(out: &Outgoing, formats: Formats, present: &B3Headers<'_>, edits: &mut Vec<HeaderEdit>) {
+pub fn inject(
+    out: &Outgoing,
+    formats: Formats,
+    present: &B3Headers<'_>,
+    edits: &mut Vec<HeaderEdit>,
+) {
     if formats.contains(Format::B3Multi) {
         edits.push(HeaderEdit::set(TRACE_ID, out.trace_id.to_string()));
         edits.push(HeaderEdit::set(SPAN_ID, out.span_id.to_string()));
         match out.parent_id {
             Some(p) => edits.push(HeaderEdit::set(PARENT_SPAN_ID, p.to_string())),
-            None if present.parent_span_id.is_some() => edits.push(HeaderEdit::remove(PARENT_SPAN_ID)),
+            None if present.parent_span_id.is_some() => {
+                edits.push(HeaderEdit::remove(PARENT_SPAN_ID))
+            }
             None => {}
         }
         // Debug also sends `x-b3-sampled: 1` although the spec allows omitting it: tracers that ignore
@@ -289,7 +298,11 @@ mod tests {
         let rows: Vec<Row> = vec![
             ("nothing", vec![], ok(None, None, false)),
             // multi
-            ("multi 128 deferred", vec![(TRACE_ID, T128), (SPAN_ID, S)], ok(ids(T128, S), None, false)),
+            (
+                "multi 128 deferred",
+                vec![(TRACE_ID, T128), (SPAN_ID, S)],
+                ok(ids(T128, S), None, false),
+            ),
             (
                 "multi 64 sampled",
                 vec![(TRACE_ID, T64), (SPAN_ID, S), (SAMPLED, "1")],
@@ -297,33 +310,108 @@ mod tests {
             ),
             (
                 "multi with parent not sampled",
-                vec![(TRACE_ID, T128), (SPAN_ID, S), (PARENT_SPAN_ID, P), (SAMPLED, "0")],
+                vec![
+                    (TRACE_ID, T128),
+                    (SPAN_ID, S),
+                    (PARENT_SPAN_ID, P),
+                    (SAMPLED, "0"),
+                ],
                 ok(ids(T128, S), Some(false), false),
             ),
-            ("multi true", vec![(TRACE_ID, T128), (SPAN_ID, S), (SAMPLED, "true")], ok(ids(T128, S), Some(true), false)),
-            ("multi false", vec![(TRACE_ID, T128), (SPAN_ID, S), (SAMPLED, "false")], ok(ids(T128, S), Some(false), false)),
-            ("multi debug", vec![(TRACE_ID, T128), (SPAN_ID, S), (FLAGS, "1")], ok(ids(T128, S), None, true)),
-            ("flags 0 ignored", vec![(TRACE_ID, T128), (SPAN_ID, S), (FLAGS, "0")], ok(ids(T128, S), None, false)),
-            ("sampled alone", vec![(SAMPLED, "1")], ok(None, Some(true), false)),
-            ("not sampled alone", vec![(SAMPLED, "0")], ok(None, Some(false), false)),
-            ("debug alone", vec![(FLAGS, "1")], ok(None, None, true)),
-            ("empty values are absent", vec![(TRACE_ID, ""), (SPAN_ID, ""), (PARENT_SPAN_ID, "")], ok(None, None, false)),
-            // single
-            ("single ids", vec![(SINGLE, "463ac35c9f6413ad48485a3953bb6124-e457b5a2e4d86bd1")], ok(ids(T128, S), None, false)),
-            ("single 64", vec![(SINGLE, "a3ce929d0e0e4736-e457b5a2e4d86bd1-1")], ok(ids(T64, S), Some(true), false)),
-            ("single not sampled", vec![(SINGLE, "463ac35c9f6413ad48485a3953bb6124-e457b5a2e4d86bd1-0")], ok(ids(T128, S), Some(false), false)),
-            ("single debug", vec![(SINGLE, "463ac35c9f6413ad48485a3953bb6124-e457b5a2e4d86bd1-d")], ok(ids(T128, S), Some(true), true)),
             (
-                "single with parent",
-                vec![(SINGLE, "463ac35c9f6413ad48485a3953bb6124-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90")],
+                "multi true",
+                vec![(TRACE_ID, T128), (SPAN_ID, S), (SAMPLED, "true")],
                 ok(ids(T128, S), Some(true), false),
             ),
-            ("single lone 0", vec![(SINGLE, "0")], ok(None, Some(false), false)),
-            ("single lone 1", vec![(SINGLE, "1")], ok(None, Some(true), false)),
-            ("single lone d", vec![(SINGLE, "d")], ok(None, Some(true), true)),
+            (
+                "multi false",
+                vec![(TRACE_ID, T128), (SPAN_ID, S), (SAMPLED, "false")],
+                ok(ids(T128, S), Some(false), false),
+            ),
+            (
+                "multi debug",
+                vec![(TRACE_ID, T128), (SPAN_ID, S), (FLAGS, "1")],
+                ok(ids(T128, S), None, true),
+            ),
+            (
+                "flags 0 ignored",
+                vec![(TRACE_ID, T128), (SPAN_ID, S), (FLAGS, "0")],
+                ok(ids(T128, S), None, false),
+            ),
+            (
+                "sampled alone",
+                vec![(SAMPLED, "1")],
+                ok(None, Some(true), false),
+            ),
+            (
+                "not sampled alone",
+                vec![(SAMPLED, "0")],
+                ok(None, Some(false), false),
+            ),
+            ("debug alone", vec![(FLAGS, "1")], ok(None, None, true)),
+            (
+                "empty values are absent",
+                vec![(TRACE_ID, ""), (SPAN_ID, ""), (PARENT_SPAN_ID, "")],
+                ok(None, None, false),
+            ),
+            // single
+            (
+                "single ids",
+                vec![(SINGLE, "463ac35c9f6413ad48485a3953bb6124-e457b5a2e4d86bd1")],
+                ok(ids(T128, S), None, false),
+            ),
+            (
+                "single 64",
+                vec![(SINGLE, "a3ce929d0e0e4736-e457b5a2e4d86bd1-1")],
+                ok(ids(T64, S), Some(true), false),
+            ),
+            (
+                "single not sampled",
+                vec![(
+                    SINGLE,
+                    "463ac35c9f6413ad48485a3953bb6124-e457b5a2e4d86bd1-0",
+                )],
+                ok(ids(T128, S), Some(false), false),
+            ),
+            (
+                "single debug",
+                vec![(
+                    SINGLE,
+                    "463ac35c9f6413ad48485a3953bb6124-e457b5a2e4d86bd1-d",
+                )],
+                ok(ids(T128, S), Some(true), true),
+            ),
+            (
+                "single with parent",
+                vec![(
+                    SINGLE,
+                    "463ac35c9f6413ad48485a3953bb6124-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90",
+                )],
+                ok(ids(T128, S), Some(true), false),
+            ),
+            (
+                "single lone 0",
+                vec![(SINGLE, "0")],
+                ok(None, Some(false), false),
+            ),
+            (
+                "single lone 1",
+                vec![(SINGLE, "1")],
+                ok(None, Some(true), false),
+            ),
+            (
+                "single lone d",
+                vec![(SINGLE, "d")],
+                ok(None, Some(true), true),
+            ),
             (
                 "single wins over multi",
-                vec![(SINGLE, "a3ce929d0e0e4736-e457b5a2e4d86bd1-0"), (TRACE_ID, T128), (SPAN_ID, P), (SAMPLED, "1")],
+                vec![
+                    (SINGLE, "a3ce929d0e0e4736-e457b5a2e4d86bd1-0"),
+                    (TRACE_ID, T128),
+                    (SPAN_ID, P),
+                    (SAMPLED, "1"),
+                ],
                 ok(ids(T64, S), Some(false), false),
             ),
         ];
@@ -336,27 +424,116 @@ mod tests {
     fn malformed_rows() {
         type Row<'a> = (&'a str, Vec<(&'a str, &'a str)>, Extracted);
         let rows: Vec<Row> = vec![
-            ("upper-case trace id", vec![(TRACE_ID, "463AC35C9F6413AD48485A3953BB6124"), (SPAN_ID, S)], bad(None, None, Malformed::TraceId)),
-            ("trace id 20 chars", vec![(TRACE_ID, "463ac35c9f6413ad4848"), (SPAN_ID, S)], bad(None, None, Malformed::TraceId)),
-            ("all-zero trace id", vec![(TRACE_ID, "00000000000000000000000000000000"), (SPAN_ID, S)], bad(None, None, Malformed::TraceId)),
-            ("all-zero span id", vec![(TRACE_ID, T128), (SPAN_ID, "0000000000000000")], bad(None, None, Malformed::SpanId)),
-            ("span id 32 chars", vec![(TRACE_ID, T128), (SPAN_ID, T128)], bad(None, None, Malformed::SpanId)),
-            ("non-hex span id", vec![(TRACE_ID, T128), (SPAN_ID, "e457b5a2e4d86bdz")], bad(None, None, Malformed::SpanId)),
-            ("trace id without span id", vec![(TRACE_ID, T128), (SAMPLED, "1")], bad(None, Some(true), Malformed::MissingSpanId)),
-            ("span id without trace id", vec![(SPAN_ID, S)], bad(None, None, Malformed::MissingTraceId)),
-            ("bad parent keeps trace", vec![(TRACE_ID, T128), (SPAN_ID, S), (PARENT_SPAN_ID, "xyz")], bad(ids(T128, S), None, Malformed::ParentSpanId)),
-            ("bad sampled keeps trace", vec![(TRACE_ID, T128), (SPAN_ID, S), (SAMPLED, "yes")], bad(ids(T128, S), None, Malformed::SampledFlag)),
-            ("upper-case True", vec![(TRACE_ID, T128), (SPAN_ID, S), (SAMPLED, "True")], bad(ids(T128, S), None, Malformed::SampledFlag)),
-            ("bad flags keeps trace", vec![(TRACE_ID, T128), (SPAN_ID, S), (FLAGS, "2")], bad(ids(T128, S), None, Malformed::DebugFlag)),
-            ("bad single alone", vec![(SINGLE, "garbage")], bad(None, None, Malformed::SingleHeader)),
-            ("single with true", vec![(SINGLE, "463ac35c9f6413ad48485a3953bb6124-e457b5a2e4d86bd1-true")], bad(None, None, Malformed::SingleHeader)),
-            ("single upper", vec![(SINGLE, "463AC35C9F6413AD48485A3953BB6124-E457B5A2E4D86BD1-1")], bad(None, None, Malformed::SingleHeader)),
-            ("single too many parts", vec![(SINGLE, "463ac35c9f6413ad48485a3953bb6124-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90-1")], bad(None, None, Malformed::SingleHeader)),
-            ("single parent without state", vec![(SINGLE, "463ac35c9f6413ad48485a3953bb6124-e457b5a2e4d86bd1-05e3ac9a4f6e3b90")], bad(None, None, Malformed::SingleHeader)),
-            ("single trailing dash", vec![(SINGLE, "463ac35c9f6413ad48485a3953bb6124-")], bad(None, None, Malformed::SingleHeader)),
+            (
+                "upper-case trace id",
+                vec![(TRACE_ID, "463AC35C9F6413AD48485A3953BB6124"), (SPAN_ID, S)],
+                bad(None, None, Malformed::TraceId),
+            ),
+            (
+                "trace id 20 chars",
+                vec![(TRACE_ID, "463ac35c9f6413ad4848"), (SPAN_ID, S)],
+                bad(None, None, Malformed::TraceId),
+            ),
+            (
+                "all-zero trace id",
+                vec![(TRACE_ID, "00000000000000000000000000000000"), (SPAN_ID, S)],
+                bad(None, None, Malformed::TraceId),
+            ),
+            (
+                "all-zero span id",
+                vec![(TRACE_ID, T128), (SPAN_ID, "0000000000000000")],
+                bad(None, None, Malformed::SpanId),
+            ),
+            (
+                "span id 32 chars",
+                vec![(TRACE_ID, T128), (SPAN_ID, T128)],
+                bad(None, None, Malformed::SpanId),
+            ),
+            (
+                "non-hex span id",
+                vec![(TRACE_ID, T128), (SPAN_ID, "e457b5a2e4d86bdz")],
+                bad(None, None, Malformed::SpanId),
+            ),
+            (
+                "trace id without span id",
+                vec![(TRACE_ID, T128), (SAMPLED, "1")],
+                bad(None, Some(true), Malformed::MissingSpanId),
+            ),
+            (
+                "span id without trace id",
+                vec![(SPAN_ID, S)],
+                bad(None, None, Malformed::MissingTraceId),
+            ),
+            (
+                "bad parent keeps trace",
+                vec![(TRACE_ID, T128), (SPAN_ID, S), (PARENT_SPAN_ID, "xyz")],
+                bad(ids(T128, S), None, Malformed::ParentSpanId),
+            ),
+            (
+                "bad sampled keeps trace",
+                vec![(TRACE_ID, T128), (SPAN_ID, S), (SAMPLED, "yes")],
+                bad(ids(T128, S), None, Malformed::SampledFlag),
+            ),
+            (
+                "upper-case True",
+                vec![(TRACE_ID, T128), (SPAN_ID, S), (SAMPLED, "True")],
+                bad(ids(T128, S), None, Malformed::SampledFlag),
+            ),
+            (
+                "bad flags keeps trace",
+                vec![(TRACE_ID, T128), (SPAN_ID, S), (FLAGS, "2")],
+                bad(ids(T128, S), None, Malformed::DebugFlag),
+            ),
+            (
+                "bad single alone",
+                vec![(SINGLE, "garbage")],
+                bad(None, None, Malformed::SingleHeader),
+            ),
+            (
+                "single with true",
+                vec![(
+                    SINGLE,
+                    "463ac35c9f6413ad48485a3953bb6124-e457b5a2e4d86bd1-true",
+                )],
+                bad(None, None, Malformed::SingleHeader),
+            ),
+            (
+                "single upper",
+                vec![(
+                    SINGLE,
+                    "463AC35C9F6413AD48485A3953BB6124-E457B5A2E4D86BD1-1",
+                )],
+                bad(None, None, Malformed::SingleHeader),
+            ),
+            (
+                "single too many parts",
+                vec![(
+                    SINGLE,
+                    "463ac35c9f6413ad48485a3953bb6124-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90-1",
+                )],
+                bad(None, None, Malformed::SingleHeader),
+            ),
+            (
+                "single parent without state",
+                vec![(
+                    SINGLE,
+                    "463ac35c9f6413ad48485a3953bb6124-e457b5a2e4d86bd1-05e3ac9a4f6e3b90",
+                )],
+                bad(None, None, Malformed::SingleHeader),
+            ),
+            (
+                "single trailing dash",
+                vec![(SINGLE, "463ac35c9f6413ad48485a3953bb6124-")],
+                bad(None, None, Malformed::SingleHeader),
+            ),
             (
                 "bad single falls back to multi",
-                vec![(SINGLE, "nope"), (TRACE_ID, T128), (SPAN_ID, S), (SAMPLED, "1")],
+                vec![
+                    (SINGLE, "nope"),
+                    (TRACE_ID, T128),
+                    (SPAN_ID, S),
+                    (SAMPLED, "1"),
+                ],
                 bad(ids(T128, S), Some(true), Malformed::SingleHeader),
             ),
         ];
@@ -368,8 +545,14 @@ mod tests {
     #[test]
     fn disabled_formats_are_not_read() {
         let h = headers(&[(SINGLE, "1"), (SAMPLED, "0")]);
-        assert_eq!(extract(&h, Formats::of(&[Format::B3Multi])).sampled, Some(false));
-        assert_eq!(extract(&h, Formats::of(&[Format::B3Single])).sampled, Some(true));
+        assert_eq!(
+            extract(&h, Formats::of(&[Format::B3Multi])).sampled,
+            Some(false)
+        );
+        assert_eq!(
+            extract(&h, Formats::of(&[Format::B3Single])).sampled,
+            Some(true)
+        );
         assert_eq!(extract(&h, Formats::of(&[])), Extracted::default());
     }
 
@@ -395,7 +578,13 @@ mod tests {
 
     #[test]
     fn inject_rows() {
-        type Row<'a> = (&'a str, Outgoing, Formats, Vec<(&'a str, &'a str)>, Vec<&'a str>);
+        type Row<'a> = (
+            &'a str,
+            Outgoing,
+            Formats,
+            Vec<(&'a str, &'a str)>,
+            Vec<&'a str>,
+        );
         let multi = Formats::of(&[Format::B3Multi]);
         let single = Formats::of(&[Format::B3Single]);
         let rows: Vec<Row> = vec![
@@ -404,7 +593,11 @@ mod tests {
                 outgoing(false, true, false),
                 multi,
                 vec![],
-                vec!["x-b3-traceid=463ac35c9f6413ad48485a3953bb6124", "x-b3-spanid=1111222233334444", "x-b3-sampled=1"],
+                vec![
+                    "x-b3-traceid=463ac35c9f6413ad48485a3953bb6124",
+                    "x-b3-spanid=1111222233334444",
+                    "x-b3-sampled=1",
+                ],
             ),
             (
                 "child multi removes stale b3 and flags",
@@ -459,7 +652,13 @@ mod tests {
                     "b3=463ac35c9f6413ad48485a3953bb6124-1111222233334444-1-05e3ac9a4f6e3b90",
                 ],
             ),
-            ("single debug root", outgoing(false, true, true), single, vec![], vec!["b3=463ac35c9f6413ad48485a3953bb6124-1111222233334444-d"]),
+            (
+                "single debug root",
+                outgoing(false, true, true),
+                single,
+                vec![],
+                vec!["b3=463ac35c9f6413ad48485a3953bb6124-1111222233334444-d"],
+            ),
         ];
         for (name, out, formats, present, want) in rows {
             let mut edits = Vec::new();
@@ -471,10 +670,18 @@ mod tests {
     #[test]
     fn injected_single_round_trips() {
         let mut edits = Vec::new();
-        inject(&outgoing(true, false, false), Formats::of(&[Format::B3Single]), &B3Headers::default(), &mut edits);
+        inject(
+            &outgoing(true, false, false),
+            Formats::of(&[Format::B3Single]),
+            &B3Headers::default(),
+            &mut edits,
+        );
         let value = edits[0].value.clone().unwrap_or_default();
         let back = extract(&headers(&[(SINGLE, &value)]), both());
-        assert_eq!(back.parent.map(|p| p.1), Some(SpanId(0x1111_2222_3333_4444)));
+        assert_eq!(
+            back.parent.map(|p| p.1),
+            Some(SpanId(0x1111_2222_3333_4444))
+        );
         assert_eq!(back.sampled, Some(false));
     }
 }

@@ -19,7 +19,11 @@ impl Host for FakeHost {
 
 impl FakeHost {
     fn counted(&self, c: Counter) -> u64 {
-        self.counts.iter().filter(|(k, _)| *k == c).map(|(_, n)| n).sum()
+        self.counts
+            .iter()
+            .filter(|(k, _)| *k == c)
+            .map(|(_, n)| n)
+            .sum()
     }
 }
 
@@ -51,17 +55,29 @@ fn req(extra: &[(&str, &str)]) -> Vec<(String, String)> {
 }
 
 fn edit<'a>(s: &'a Start, name: &str) -> Option<Option<&'a str>> {
-    s.edits.iter().find(|e| e.name == name).map(|e| e.value.as_deref())
+    s.edits
+        .iter()
+        .find(|e| e.name == name)
+        .map(|e| e.value.as_deref())
 }
 
 fn tag_of<'a>(span: &'a Span, key: &str) -> Option<&'a str> {
-    span.tags.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    span.tags
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
 }
 
 #[test]
 fn new_root_is_128_bit_and_sampled_at_rate_one() {
     let mut host = FakeHost::default();
-    let s = start(&cfg(r#"{"sampling":{"rate":1}}"#), &node(), &req(&[]), 5_000, &mut host);
+    let s = start(
+        &cfg(r#"{"sampling":{"rate":1}}"#),
+        &node(),
+        &req(&[]),
+        5_000,
+        &mut host,
+    );
     let trace = edit(&s, "x-b3-traceid").flatten().unwrap_or_default();
     assert_eq!(trace.len(), 32);
     assert_eq!(edit(&s, "x-b3-sampled"), Some(Some("1")));
@@ -86,7 +102,10 @@ fn continues_caller_trace_with_new_span() {
         &mut host,
     );
     assert_eq!(edit(&s, "x-b3-traceid"), Some(Some("a3ce929d0e0e4736")));
-    assert_eq!(edit(&s, "x-b3-parentspanid"), Some(Some("e457b5a2e4d86bd1")));
+    assert_eq!(
+        edit(&s, "x-b3-parentspanid"),
+        Some(Some("e457b5a2e4d86bd1"))
+    );
     assert_ne!(edit(&s, "x-b3-spanid"), Some(Some("e457b5a2e4d86bd1")));
     assert_eq!(s.span.map(|o| o.reason), Some(Reason::Upstream));
 }
@@ -94,7 +113,13 @@ fn continues_caller_trace_with_new_span() {
 #[test]
 fn unsampled_request_still_propagates_and_records_nothing() {
     let mut host = FakeHost::default();
-    let s = start(&cfg(r#"{"sampling":{"rate":0}}"#), &node(), &req(&[]), 0, &mut host);
+    let s = start(
+        &cfg(r#"{"sampling":{"rate":0}}"#),
+        &node(),
+        &req(&[]),
+        0,
+        &mut host,
+    );
     assert_eq!(edit(&s, "x-b3-sampled"), Some(Some("0")));
     assert!(s.span.is_none());
     assert_eq!(host.counted(Counter::SpansNotSampled), 1);
@@ -127,7 +152,11 @@ fn trust_switches() {
         &mut host,
     );
     assert!(s.span.is_none());
-    assert_eq!(edit(&s, "x-b3-flags"), Some(None), "untrusted debug is not forwarded");
+    assert_eq!(
+        edit(&s, "x-b3-flags"),
+        Some(None),
+        "untrusted debug is not forwarded"
+    );
     assert_eq!(edit(&s, "x-b3-sampled"), Some(Some("0")));
 }
 
@@ -158,7 +187,10 @@ fn malformed_context_starts_root_and_tags_it() {
     assert_eq!(host.counted(Counter::InvalidContext), 1);
     let open = s.span.unwrap();
     assert_eq!(open.out.parent_id, None);
-    assert!(open.tags.iter().any(|(k, v)| k == tag::INVALID_CONTEXT && v == "x-b3-traceid"));
+    assert!(open
+        .tags
+        .iter()
+        .any(|(k, v)| k == tag::INVALID_CONTEXT && v == "x-b3-traceid"));
 }
 
 #[test]
@@ -167,7 +199,13 @@ fn finished_span_has_envoy_tags() {
         r#"{"sampling":{"rate":1},"tags":{"static":{"env":"test"},"request_headers":["x-tenant"],"max_value_length":5}}"#,
     );
     let mut host = FakeHost::default();
-    let s = start(&c, &node(), &req(&[("x-tenant", "acme-corporation")]), 2_000_000, &mut host);
+    let s = start(
+        &c,
+        &node(),
+        &req(&[("x-tenant", "acme-corporation")]),
+        2_000_000,
+        &mut host,
+    );
     let span = finish(
         &c,
         &node(),
@@ -202,7 +240,11 @@ fn url_is_redacted_by_default() {
     let c = cfg(r#"{"sampling":{"rate":1}}"#);
     let mut host = FakeHost::default();
     let open = start(&c, &node(), &req(&[]), 0, &mut host).span.unwrap();
-    let url = open.tags.iter().find(|(k, _)| k == "http.url").map(|(_, v)| v.clone());
+    let url = open
+        .tags
+        .iter()
+        .find(|(k, _)| k == "http.url")
+        .map(|(_, v)| v.clone());
     assert_eq!(url.as_deref(), Some("http://example.com/hello?<redacted>"));
 }
 
@@ -210,10 +252,23 @@ fn url_is_redacted_by_default() {
 fn status_200_has_no_error_and_no_response_is_error() {
     let c = cfg(r#"{"sampling":{"rate":1}}"#);
     let mut host = FakeHost::default();
-    let ok = finish(&c, &node(), start(&c, &node(), &req(&[]), 0, &mut host).span.unwrap(), StreamEnd { status: Some(200), ..StreamEnd::default() });
+    let ok = finish(
+        &c,
+        &node(),
+        start(&c, &node(), &req(&[]), 0, &mut host).span.unwrap(),
+        StreamEnd {
+            status: Some(200),
+            ..StreamEnd::default()
+        },
+    );
     assert_eq!(tag_of(&ok, "error"), None);
     assert_eq!(ok.kind, Kind::Server);
-    let none = finish(&c, &node(), start(&c, &node(), &req(&[]), 0, &mut host).span.unwrap(), StreamEnd::default());
+    let none = finish(
+        &c,
+        &node(),
+        start(&c, &node(), &req(&[]), 0, &mut host).span.unwrap(),
+        StreamEnd::default(),
+    );
     assert_eq!(tag_of(&none, "http.status_code"), Some("0"));
     assert_eq!(tag_of(&none, "error"), Some("true"));
 }
