@@ -684,4 +684,36 @@ mod tests {
         );
         assert_eq!(back.sampled, Some(false));
     }
+
+    /// Random header soup: extraction never panics, and whatever it accepts re-encodes to valid ids.
+    #[test]
+    fn arbitrary_inputs_are_handled() {
+        let alphabet: Vec<char> = "0123456789abcdefABCDEF-dxz é".chars().collect();
+        let names = [SINGLE, TRACE_ID, SPAN_ID, PARENT_SPAN_ID, SAMPLED, FLAGS];
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        for _ in 0..20_000 {
+            let mut values: Vec<(&str, String)> = Vec::new();
+            for name in names {
+                if next(2) == 0 {
+                    let len = [0, 1, 15, 16, 17, 32, 33, 50][next(8) as usize];
+                    let v: String = (0..len)
+                        .map(|_| alphabet[next(alphabet.len() as u64) as usize])
+                        .collect();
+                    values.push((name, v));
+                }
+            }
+            let pairs: Vec<(&str, &str)> = values.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            let got = extract(&headers(&pairs), both());
+            if let Some((t, s)) = got.parent {
+                assert!(TraceId::parse(&t.to_string()).is_some());
+                assert!(SpanId::parse(&s.to_string()).is_some());
+            }
+        }
+    }
 }
