@@ -160,9 +160,12 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         if let Some(shared) = self.shared.clone() {
-            self.flush(&shared, false);
+            // An expedited tick sends full batches only; the remainder waits for the regular tick, so
+            // a burst does not leave a short batch holding the last in-flight slot.
+            let expedited = shared.borrow().expedited;
+            self.flush(&shared, expedited);
             let mut sh = shared.borrow_mut();
-            if sh.expedited {
+            if expedited {
                 sh.expedited = false;
                 let period = Duration::from_millis(sh.config.collector.flush_interval_ms);
                 if hostcalls::set_tick_period(period).is_err() {

@@ -54,9 +54,9 @@ fn get_mut<'a>(v: &'a mut Value, path: &[&str]) -> Result<&'a mut Value, String>
     let mut cur = v;
     for (i, p) in path.iter().enumerate() {
         cur = match cur {
-            Value::Mapping(m) => m.get_mut(key(p)).ok_or_else(|| {
-                format!("config has no `{}`", path[..=i].join("."))
-            })?,
+            Value::Mapping(m) => m
+                .get_mut(key(p))
+                .ok_or_else(|| format!("config has no `{}`", path[..=i].join(".")))?,
             Value::Sequence(s) => {
                 let idx: usize = p.parse().map_err(|_| {
                     format!("`{}` is a list, expected an index", path[..i].join("."))
@@ -64,21 +64,14 @@ fn get_mut<'a>(v: &'a mut Value, path: &[&str]) -> Result<&'a mut Value, String>
                 s.get_mut(idx)
                     .ok_or_else(|| format!("config has no `{}`", path[..=i].join(".")))?
             }
-            _ => {
-                return Err(format!(
-                    "`{}` is not a map or list",
-                    path[..i].join(".")
-                ))
-            }
+            _ => return Err(format!("`{}` is not a map or list", path[..i].join("."))),
         };
     }
     Ok(cur)
 }
 
 fn set_socket_address(sa: &mut Value, addr: &str, port: u16) -> Result<(), String> {
-    let m = sa
-        .as_mapping_mut()
-        .ok_or("socket_address is not a map")?;
+    let m = sa.as_mapping_mut().ok_or("socket_address is not a map")?;
     m.insert(key("address"), key(addr));
     m.insert(key("port_value"), Value::Number(port.into()));
     Ok(())
@@ -210,7 +203,13 @@ pub fn patch_config(doc: &mut Value, p: &Patch) -> Result<(), String> {
     set_socket_address(
         get_mut(
             doc,
-            &["static_resources", "listeners", "0", "address", "socket_address"],
+            &[
+                "static_resources",
+                "listeners",
+                "0",
+                "address",
+                "socket_address",
+            ],
         )?,
         "127.0.0.1",
         p.listener_port,
@@ -271,7 +270,11 @@ mod tests {
 
     #[test]
     fn patches_all_three_shipped_configs() {
-        for file in ["gateway.yaml", "sidecar-inbound.yaml", "sidecar-outbound.yaml"] {
+        for file in [
+            "gateway.yaml",
+            "sidecar-inbound.yaml",
+            "sidecar-outbound.yaml",
+        ] {
             let mut doc = shipped(file);
             let p = Patch {
                 admin_port: 0,
@@ -291,7 +294,10 @@ mod tests {
                 let mut v = v.clone();
                 get_mut(&mut v, path).unwrap().as_u64().unwrap()
             };
-            assert_eq!(port(&back, &["admin", "address", "socket_address", "port_value"]), 0);
+            assert_eq!(
+                port(&back, &["admin", "address", "socket_address", "port_value"]),
+                0
+            );
             let clusters = back["static_resources"]["clusters"].as_sequence().unwrap();
             let ep = |name: &str| {
                 let c = clusters.iter().find(|c| c["name"] == name).unwrap();
@@ -305,7 +311,10 @@ mod tests {
             assert!(text.contains("/abs/meshtrace.wasm"));
             let conf: Json = serde_json::from_str(&plugin_config_string(&back).unwrap()).unwrap();
             assert_eq!(conf["collector"]["flush_interval_ms"], 100);
-            assert_eq!(conf["collector"]["cluster"], "zipkin", "template keys survive");
+            assert_eq!(
+                conf["collector"]["cluster"], "zipkin",
+                "template keys survive"
+            );
             assert_eq!(conf["sampling"]["rate"], 0.5);
             assert_eq!(conf["sampling"]["override_header"], "l5d-sample");
         }

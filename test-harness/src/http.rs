@@ -52,8 +52,8 @@ pub fn send(
     timeout: Duration,
 ) -> Result<Response, String> {
     let sock = resolve(addr)?;
-    let mut stream = TcpStream::connect_timeout(&sock, timeout)
-        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let mut stream =
+        TcpStream::connect_timeout(&sock, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
     stream
         .set_read_timeout(Some(timeout))
         .and_then(|_| stream.set_write_timeout(Some(timeout)))
@@ -234,7 +234,10 @@ mod tests {
         let raw = b"HTTP/1.0 200 OK\r\n\r\nuntil-eof";
         assert!(parse_response(raw, false, false).unwrap().is_none());
         assert_eq!(
-            parse_response(raw, true, false).unwrap().unwrap().body_text(),
+            parse_response(raw, true, false)
+                .unwrap()
+                .unwrap()
+                .body_text(),
             "until-eof"
         );
     }

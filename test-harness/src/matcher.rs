@@ -9,6 +9,8 @@
 //! - `{absent: true}` / `{present: true}` (`absent: false` = present, `present: false` = absent)
 //! - `{ref: "<upstream>/<request index>/<header name>"}` — equals the header that upstream received
 //!   on that request (the referenced header must exist)
+//! - `{fmt: "{{app/0/x-b3-traceid}}-{{app/0/x-b3-spanid}}-1"}` — equals the string after replacing
+//!   every `{{<ref>}}` with the referenced header
 //! - `{not: <matcher>}`, `{all: [<matcher>...]}`, `{any: [<matcher>...]}`
 //!
 //! All matchers except `absent`, `not` and `any`/`all` combinations of them fail on a missing value.
@@ -42,6 +44,7 @@ pub enum Matcher {
     Absent,
     Present,
     Ref(String),
+    Fmt(String),
     Not(Box<Matcher>),
     All(Vec<Matcher>),
     Any(Vec<Matcher>),
@@ -57,6 +60,7 @@ impl fmt::Display for Matcher {
             Matcher::Absent => write!(f, "absent"),
             Matcher::Present => write!(f, "present"),
             Matcher::Ref(r) => write!(f, "ref {r}"),
+            Matcher::Fmt(t) => write!(f, "fmt {t:?}"),
             Matcher::Not(m) => write!(f, "not({m})"),
             Matcher::All(ms) => write!(f, "all({})", join(ms)),
             Matcher::Any(ms) => write!(f, "any({})", join(ms)),
@@ -182,6 +186,7 @@ impl Matcher {
                 }
                 Matcher::Ref(r)
             }
+            "fmt" => Matcher::Fmt(string_arg(key)?),
             "not" => Matcher::Not(Box::new(Matcher::parse(val)?)),
             "all" => Matcher::All(list_arg(key)?),
             "any" => Matcher::Any(list_arg(key)?),
@@ -244,6 +249,15 @@ impl Matcher {
                     Err(format!("expected {want:?} (ref {r}), got {got:?}"))
                 }
             }
+            Matcher::Fmt(t) => {
+                let want = expand_refs(t, refs)?;
+                let got = need(actual)?;
+                if got == want {
+                    Ok(())
+                } else {
+                    Err(format!("expected {want:?} (fmt {t:?}), got {got:?}"))
+                }
+            }
             Matcher::Not(inner) => match inner.check(actual, refs) {
                 Ok(()) => Err(format!("expected not({inner}), got {}", show(actual))),
                 Err(_) => Ok(()),
@@ -271,6 +285,27 @@ impl Matcher {
             }
         }
     }
+}
+
+/// Replaces every `{{<ref>}}` in `template` with the referenced header value.
+pub fn expand_refs(template: &str, refs: &dyn RefResolver) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find("}}")
+            .ok_or_else(|| format!("unclosed {{{{ in {template:?}"))?;
+        let r = after[..end].trim();
+        let v = refs
+            .resolve(r)?
+            .ok_or_else(|| format!("ref {r} points at a header that is absent"))?;
+        out.push_str(&v);
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -339,6 +374,12 @@ mod tests {
             .unwrap_err()
             .contains("absent"));
         assert!(m("{ref: app/1/x}").check(Some("x"), &refs).is_err());
+        let f = m("{fmt: '{{app/0/x-b3-traceid}}-x-{{ app/0/x-b3-traceid }}'}");
+        assert!(f.check(Some("abc-x-abc"), &refs).is_ok());
+        assert!(f.check(Some("abc-x-abd"), &refs).is_err());
+        assert!(m("{fmt: '{{app/0/x-b3-parentspanid}}'}")
+            .check(Some(""), &refs)
+            .is_err());
     }
 
     #[test]

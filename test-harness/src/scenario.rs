@@ -296,6 +296,9 @@ pub struct SpanMatcher {
     pub envoy: Option<Matcher>,
     #[serde(default)]
     pub tags: BTreeMap<String, Matcher>,
+    /// Any other span field by dotted path, e.g. `remoteEndpoint.ipv4`.
+    #[serde(default)]
+    pub fields: BTreeMap<String, Matcher>,
     /// Index of another matcher in the same list: this span's parentId is that span's id, same traceId.
     #[serde(default)]
     pub parent: Option<usize>,
@@ -450,7 +453,9 @@ impl Scenario {
                         e.name
                     ));
                 }
-            } else if !e.upstream_unreachable && !e.expect_start_failure && self.upstreams.len() != 1
+            } else if !e.upstream_unreachable
+                && !e.expect_start_failure
+                && self.upstreams.len() != 1
             {
                 errs.push(format!(
                     "envoy {}: name an upstream (there are {} upstreams) or set upstream_unreachable",
@@ -473,18 +478,16 @@ impl Scenario {
         for u in &self.upstreams {
             if let Some(n) = &u.next {
                 if !envoy_names.contains(n.envoy.as_str()) {
-                    errs.push(format!("upstream {}: next.envoy {} unknown", u.name, n.envoy));
+                    errs.push(format!(
+                        "upstream {}: next.envoy {} unknown",
+                        u.name, n.envoy
+                    ));
                 }
             }
         }
         for (i, r) in self.requests.iter().enumerate() {
-            match self.envoy(&r.via) {
-                None => errs.push(format!("request #{i}: unknown envoy {}", r.via)),
-                Some(e) if e.expect_start_failure => errs.push(format!(
-                    "request #{i}: envoy {} is expected not to start",
-                    r.via
-                )),
-                _ => {}
+            if self.envoy(&r.via).is_none() {
+                errs.push(format!("request #{i}: unknown envoy {}", r.via));
             }
         }
         let ex = &self.expect;
@@ -574,17 +577,50 @@ expect:
     }
 
     #[test]
+    fn readme_example_is_a_valid_scenario() {
+        let readme = include_str!("../README.md");
+        let start = readme
+            .find("## Scenario schema")
+            .and_then(|i| readme[i..].find("```yaml").map(|j| i + j + 7))
+            .unwrap();
+        let end = start + readme[start..].find("```").unwrap();
+        let sc = Scenario::from_yaml(&readme[start..end]).unwrap();
+        assert_eq!(sc.envoys.len(), 2);
+        assert_eq!(
+            sc.expect.spans.as_ref().unwrap().matchers[1].parent,
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn demo_and_shipped_scenarios_parse() {
+        Scenario::from_yaml(crate::demo::DEMO_YAML).unwrap();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        let mut n = 0;
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            if e.path().extension().is_some_and(|x| x == "yaml") {
+                Scenario::load(&e.path()).unwrap();
+                n += 1;
+            }
+        }
+        assert!(n >= 20, "only {n} scenarios");
+    }
+
+    #[test]
     fn rejects_bad_references_and_unknown_fields() {
         let e = Scenario::from_yaml(
             "name: t\nenvoys: [{name: gw, config: gateway, upstream: nope}]\nrequests: [{via: x}]\n",
         )
         .unwrap_err();
-        assert!(e.contains("unknown upstream nope") && e.contains("unknown envoy x"), "{e}");
+        assert!(
+            e.contains("unknown upstream nope") && e.contains("unknown envoy x"),
+            "{e}"
+        );
         let e = Scenario::from_yaml("name: t\nenvoys: [{name: gw, config: gateway, bogus: 1}]\n")
             .unwrap_err();
         assert!(e.contains("bogus"), "{e}");
-        let e = Scenario::from_yaml("name: t\nenvoys: [{name: gw, config: gatewayy}]\n")
-            .unwrap_err();
+        let e =
+            Scenario::from_yaml("name: t\nenvoys: [{name: gw, config: gatewayy}]\n").unwrap_err();
         assert!(e.contains("gatewayy"), "{e}");
     }
 }

@@ -52,8 +52,23 @@ impl Span {
         }
     }
 
+    /// A field by dotted path (`remoteEndpoint.port`), as a string.
+    pub fn path(&self, dotted: &str) -> Option<String> {
+        let mut cur = &self.raw;
+        for part in dotted.split('.') {
+            cur = match cur {
+                Value::Array(a) => a.get(part.parse::<usize>().ok()?)?,
+                other => other.get(part)?,
+            };
+        }
+        json_string(cur)
+    }
+
     pub fn tag(&self, k: &str) -> Option<String> {
-        self.raw.get("tags").and_then(|t| t.get(k)).and_then(json_string)
+        self.raw
+            .get("tags")
+            .and_then(|t| t.get(k))
+            .and_then(json_string)
     }
 
     pub fn tags(&self) -> BTreeMap<String, String> {
@@ -91,7 +106,10 @@ impl Span {
     /// Problems with the span's basic shape (always checked).
     pub fn shape_problems(&self) -> Vec<String> {
         let mut p = Vec::new();
-        let hex = |s: &str| s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let hex = |s: &str| {
+            s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
         match self.raw.get("traceId").and_then(Value::as_str) {
             Some(t) if (t.len() == 16 || t.len() == 32) && hex(t) => {}
             other => p.push(format!("traceId must be 16/32 lower-hex, got {other:?}")),
@@ -105,11 +123,16 @@ impl Span {
             Some(Value::String(t)) if t.len() == 16 && hex(t) => {}
             Some(other) => p.push(format!("parentId must be 16 lower-hex, got {other}")),
         }
+        if self.duration_us() == Some(0) {
+            p.push("duration must be >= 1µs, got 0".to_string());
+        }
         for f in ["timestamp", "duration"] {
             if self.raw.get(f).and_then(Value::as_u64).is_none() {
                 p.push(format!(
                     "{f} must be a non-negative integer, got {}",
-                    self.raw.get(f).map_or("absent".to_string(), |v| v.to_string())
+                    self.raw
+                        .get(f)
+                        .map_or("absent".to_string(), |v| v.to_string())
                 ));
             }
         }
@@ -180,7 +203,11 @@ pub fn render_traces(spans: &[Span]) -> String {
     let mut out = String::new();
     for (tid, mut members) in traces {
         members.sort_by_key(|s| s.timestamp_us());
-        out.push_str(&format!("trace {tid} ({} span{})\n", members.len(), plural(members.len())));
+        out.push_str(&format!(
+            "trace {tid} ({} span{})\n",
+            members.len(),
+            plural(members.len())
+        ));
         let ids: HashSet<String> = members.iter().map(|s| s.id()).collect();
         let mut children: HashMap<String, Vec<&Span>> = HashMap::new();
         let mut roots = Vec::new();
@@ -199,7 +226,7 @@ pub fn render_traces(spans: &[Span]) -> String {
         }
         // Anything not reached (cycles through duplicate ids) is listed flat.
         for s in &members {
-            if !seen.contains(&(s as *const _ as usize)) {
+            if !seen.contains(&(*s as *const Span as usize)) {
                 out.push_str(&format!("  ?? {}\n", s.summary()));
             }
         }
@@ -223,7 +250,7 @@ fn render_node(
     seen: &mut HashSet<usize>,
     out: &mut String,
 ) {
-    if !seen.insert(s as *const _ as usize) {
+    if !seen.insert(s as *const Span as usize) {
         return;
     }
     let branch = if last { "└─ " } else { "├─ " };
@@ -266,14 +293,27 @@ mod tests {
             span(t, "000000000000000a", None, 10, "gateway"),
             span(t, "000000000000000c", Some("000000000000000a"), 30, "app"),
             span(t, "000000000000000d", Some("000000000000000b"), 25, "db"),
-            span("0000000000000001", "00000000000000e1", Some("00000000000000ff"), 5, "lone"),
+            span(
+                "0000000000000001",
+                "00000000000000e1",
+                Some("00000000000000ff"),
+                5,
+                "lone",
+            ),
         ];
         let out = render_traces(&spans);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines[0], "trace 0000000000000001 (1 span)");
-        assert!(lines[1].starts_with("└─ lone") && lines[1].contains("(parent 00000000000000ff not collected)"));
+        assert!(
+            lines[1].starts_with("└─ lone")
+                && lines[1].contains("(parent 00000000000000ff not collected)")
+        );
         assert_eq!(lines[2], format!("trace {t} (4 spans)"));
-        assert!(lines[3].starts_with("└─ gateway \"GET /\" SERVER 1500µs [envoy gw]"), "{}", lines[3]);
+        assert!(
+            lines[3].starts_with("└─ gateway \"GET /\" SERVER 1500µs [envoy gw]"),
+            "{}",
+            lines[3]
+        );
         assert!(lines[4].starts_with("   ├─ app") && lines[4].contains("id=000000000000000b"));
         assert!(lines[5].starts_with("   │  └─ db"), "{}", lines[5]);
         assert!(lines[6].starts_with("   └─ app") && lines[6].contains("id=000000000000000c"));
@@ -294,5 +334,8 @@ mod tests {
         assert_eq!(ok.field("serviceName").as_deref(), Some("s"));
         assert_eq!(ok.field("envoy").as_deref(), Some("gw"));
         assert_eq!(ok.tag("http.status_code").as_deref(), Some("200"));
+        assert_eq!(ok.path("localEndpoint.serviceName").as_deref(), Some("s"));
+        assert_eq!(ok.path("duration").as_deref(), Some("1500"));
+        assert_eq!(ok.path("remoteEndpoint.port"), None);
     }
 }

@@ -3,7 +3,6 @@
 use crate::http;
 use crate::scenario::{CollectorSpec, UpstreamSpec};
 use std::collections::HashMap;
-use std::io::Read;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -26,8 +25,14 @@ pub struct RecordedRequest {
 }
 
 impl RecordedRequest {
-    /// The header's value; several occurrences are joined with ",".
+    /// The header's value; several occurrences are joined with ",". The pseudo-headers `:path`
+    /// (path and query) and `:method` read the request line.
     pub fn header(&self, name: &str) -> Option<String> {
+        match name {
+            ":path" => return Some(self.path.clone()),
+            ":method" => return Some(self.method.clone()),
+            _ => {}
+        }
         let name = name.to_ascii_lowercase();
         let vals: Vec<&str> = self
             .headers
@@ -188,11 +193,7 @@ fn handle(
                     }
                 }
             };
-            if let Some(r) = recs
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get_mut(idx)
-            {
+            if let Some(r) = recs.lock().unwrap_or_else(|p| p.into_inner()).get_mut(idx) {
                 r.next_result = Some(result);
             }
         }

@@ -1,0 +1,909 @@
+//! Evaluation of a scenario's `expect:` block against what was observed. Pure: no I/O.
+
+use crate::matcher::{Matcher, RefResolver};
+use crate::scenario::{Expect, RequestSel, SpanMatcher, SpansExpect};
+use crate::spans::{truncate, Span};
+use crate::upstream::{ExportPost, RecordedRequest};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One expectation result line.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub pass: bool,
+    pub label: String,
+    /// On failure: what was observed. On success: optional short info.
+    pub detail: String,
+}
+
+impl Check {
+    pub fn pass(label: impl Into<String>, detail: impl Into<String>) -> Check {
+        Check {
+            pass: true,
+            label: label.into(),
+            detail: detail.into(),
+        }
+    }
+
+    pub fn fail(label: impl Into<String>, detail: impl Into<String>) -> Check {
+        Check {
+            pass: false,
+            label: label.into(),
+            detail: detail.into(),
+        }
+    }
+
+    pub fn new(pass: bool, label: impl Into<String>, detail: impl Into<String>) -> Check {
+        Check {
+            pass,
+            label: label.into(),
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Everything a scenario run observed.
+#[derive(Debug, Clone, Default)]
+pub struct Observations {
+    /// Upstream name → requests in arrival order.
+    pub upstreams: BTreeMap<String, Vec<RecordedRequest>>,
+    /// All spans from all export requests, in arrival order.
+    pub spans: Vec<Span>,
+    pub posts: Vec<ExportPost>,
+    /// Envoy name → stat name → value (only Envoys that started).
+    pub metrics: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Envoy name → its log text.
+    pub logs: BTreeMap<String, String>,
+    /// Envoy name → upstream name its `app` cluster points at.
+    pub envoy_upstream: BTreeMap<String, Option<String>>,
+}
+
+impl RefResolver for Observations {
+    fn resolve(&self, reference: &str) -> Result<Option<String>, String> {
+        let mut parts = reference.splitn(3, '/');
+        let (up, idx, header) = (
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+        );
+        let idx: usize = idx
+            .parse()
+            .map_err(|_| format!("ref {reference}: bad request index"))?;
+        let reqs = self
+            .upstreams
+            .get(up)
+            .ok_or_else(|| format!("ref {reference}: unknown upstream {up}"))?;
+        let req = reqs.get(idx).ok_or_else(|| {
+            format!(
+                "ref {reference}: upstream {up} received only {} request(s)",
+                reqs.len()
+            )
+        })?;
+        Ok(req.header(header))
+    }
+}
+
+/// Sums every stat whose name ends with `meshtrace_<suffix>` (or, failing that, with `suffix`).
+pub fn metric_value(stats: &BTreeMap<String, u64>, suffix: &str) -> u64 {
+    let full = if suffix.starts_with("meshtrace_") {
+        suffix.to_string()
+    } else {
+        format!("meshtrace_{suffix}")
+    };
+    let primary: Vec<u64> = stats
+        .iter()
+        .filter(|(k, _)| k.ends_with(&full))
+        .map(|(_, v)| *v)
+        .collect();
+    if !primary.is_empty() {
+        return primary.iter().sum();
+    }
+    stats
+        .iter()
+        .filter(|(k, _)| k.ends_with(suffix))
+        .map(|(_, v)| *v)
+        .sum()
+}
+
+fn describe_headers(h: &BTreeMap<String, Matcher>) -> String {
+    truncate(
+        &h.iter()
+            .map(|(k, m)| format!("{k}={m}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        160,
+    )
+}
+
+fn check_headers(
+    req: &RecordedRequest,
+    hs: &BTreeMap<String, Matcher>,
+    refs: &dyn RefResolver,
+) -> Vec<String> {
+    hs.iter()
+        .filter_map(|(name, m)| {
+            m.check(req.header(name).as_deref(), refs)
+                .err()
+                .map(|e| format!("{name}: {e}"))
+        })
+        .collect()
+}
+
+pub fn evaluate(expect: &Expect, obs: &Observations) -> Vec<Check> {
+    let mut out = Vec::new();
+    builtin(obs, &mut out);
+    upstream_checks(expect, obs, &mut out);
+    if let Some(sp) = &expect.spans {
+        span_checks(sp, obs, &mut out);
+    }
+    for (envoy, metrics) in &expect.metrics {
+        let Some(stats) = obs.metrics.get(envoy) else {
+            out.push(Check::fail(
+                format!("metrics {envoy}"),
+                "no stats were collected from this Envoy",
+            ));
+            continue;
+        };
+        for (suffix, want) in metrics {
+            let got = metric_value(stats, suffix);
+            out.push(Check::new(
+                want.accepts(got),
+                format!("metric {envoy} {suffix} = {want}"),
+                format!("got {got}"),
+            ));
+        }
+    }
+    for (envoy, le) in &expect.logs {
+        let text = obs.logs.get(envoy).map(String::as_str).unwrap_or("");
+        for s in &le.contains {
+            out.push(Check::new(
+                text.contains(s.as_str()),
+                format!("log {envoy} contains {s:?}"),
+                meshtrace_log_excerpt(text),
+            ));
+        }
+        for s in &le.not_contains {
+            let line = text.lines().find(|l| l.contains(s.as_str()));
+            out.push(Check::new(
+                line.is_none(),
+                format!("log {envoy} does not contain {s:?}"),
+                line.map(|l| format!("found: {}", truncate(l, 300)))
+                    .unwrap_or_default(),
+            ));
+        }
+    }
+    if let Some(ce) = &expect.collector_requests {
+        let n = obs.posts.len() as u64;
+        if let Some(min) = ce.min {
+            out.push(Check::new(
+                n >= min,
+                format!("collector received >= {min} export request(s)"),
+                format!("got {n}"),
+            ));
+        }
+        if let Some(max) = ce.max {
+            out.push(Check::new(
+                n <= max,
+                format!("collector received <= {max} export request(s)"),
+                format!("got {n}"),
+            ));
+        }
+        if let Some(maxs) = ce.max_spans_per_request {
+            let sizes: Vec<usize> = obs
+                .posts
+                .iter()
+                .map(|p| p.spans.as_ref().map_or(0, Vec::len))
+                .collect();
+            out.push(Check::new(
+                sizes.iter().all(|s| *s as u64 <= maxs),
+                format!("every export request carries <= {maxs} spans"),
+                format!("batch sizes {sizes:?}"),
+            ));
+        }
+        if let Some(pm) = &ce.path {
+            let bad: Vec<String> = obs
+                .posts
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| {
+                    pm.check(Some(&p.request.path), obs)
+                        .err()
+                        .map(|e| format!("#{i}: {e}"))
+                })
+                .collect();
+            out.push(Check::new(
+                bad.is_empty(),
+                format!("every export request path {pm}"),
+                bad.join("; "),
+            ));
+        }
+        if !ce.headers.is_empty() {
+            let mut bad = Vec::new();
+            for (i, p) in obs.posts.iter().enumerate() {
+                for e in check_headers(&p.request, &ce.headers, obs) {
+                    bad.push(format!("#{i} (from {}): {e}", p.envoy));
+                }
+            }
+            out.push(Check::new(
+                bad.is_empty() && !obs.posts.is_empty(),
+                format!(
+                    "every export request has headers {}",
+                    describe_headers(&ce.headers)
+                ),
+                if obs.posts.is_empty() {
+                    "no export requests were received".to_string()
+                } else {
+                    truncate(&bad.join("; "), 600)
+                },
+            ));
+        }
+    }
+    out
+}
+
+fn meshtrace_log_excerpt(text: &str) -> String {
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("meshtrace") || l.contains("[critical]") || l.contains("[error]"))
+        .collect();
+    let tail: Vec<&str> = lines.iter().rev().take(6).rev().copied().collect();
+    if tail.is_empty() {
+        format!(
+            "({} log lines, none mention meshtrace/critical/error)",
+            text.lines().count()
+        )
+    } else {
+        format!(
+            "relevant log lines:\n        {}",
+            tail.iter()
+                .map(|l| truncate(l, 300))
+                .collect::<Vec<_>>()
+                .join("\n        ")
+        )
+    }
+}
+
+fn builtin(obs: &Observations, out: &mut Vec<Check>) {
+    let bad_bodies: Vec<String> = obs
+        .posts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| {
+            p.spans
+                .as_ref()
+                .err()
+                .map(|e| format!("export #{i} from {}: {e}", p.envoy))
+        })
+        .collect();
+    if !bad_bodies.is_empty() {
+        out.push(Check::fail(
+            "collector bodies are JSON span arrays",
+            bad_bodies.join("; "),
+        ));
+    }
+    let mut problems = Vec::new();
+    for s in &obs.spans {
+        for p in s.shape_problems() {
+            problems.push(format!("span {} from {}: {p}", s.id(), s.envoy));
+        }
+    }
+    if !obs.spans.is_empty() || !problems.is_empty() {
+        let n = problems.len();
+        problems.truncate(8);
+        out.push(Check::new(
+            n == 0,
+            format!(
+                "built-in: all {} spans have valid ids, integer timestamp/duration, kind SERVER|CLIENT",
+                obs.spans.len()
+            ),
+            if n == 0 {
+                String::new()
+            } else {
+                format!("{n} problem(s): {}", problems.join("; "))
+            },
+        ));
+    }
+}
+
+fn upstream_checks(expect: &Expect, obs: &Observations, out: &mut Vec<Check>) {
+    let empty = Vec::new();
+    for (up, want) in &expect.upstream_requests {
+        let n = obs.upstreams.get(up).map_or(0, Vec::len) as u64;
+        out.push(Check::new(
+            want.accepts(n),
+            format!("upstream {up} received {want} request(s)"),
+            format!("got {n}"),
+        ));
+    }
+    for (up, entries) in &expect.upstream_headers {
+        let reqs = obs.upstreams.get(up).unwrap_or(&empty);
+        for e in entries {
+            let label = format!(
+                "upstream {up} request {}: {}",
+                e.request,
+                describe_headers(&e.headers)
+            );
+            let selected: Vec<(usize, &RecordedRequest)> = match e.request {
+                RequestSel::All => reqs.iter().enumerate().collect(),
+                RequestSel::Index(i) => match reqs.get(i) {
+                    Some(r) => vec![(i, r)],
+                    None => {
+                        out.push(Check::fail(
+                            label,
+                            format!("upstream {up} received only {} request(s)", reqs.len()),
+                        ));
+                        continue;
+                    }
+                },
+            };
+            if selected.is_empty() {
+                out.push(Check::fail(
+                    label,
+                    format!("upstream {up} received no requests"),
+                ));
+                continue;
+            }
+            let mut failures = Vec::new();
+            for (i, r) in &selected {
+                let errs = check_headers(r, &e.headers, obs);
+                if !errs.is_empty() {
+                    failures.push(format!("#{i} {} {}: {}", r.method, r.path, errs.join("; ")));
+                }
+            }
+            let detail = if failures.is_empty() {
+                String::new()
+            } else {
+                let n = failures.len();
+                failures.truncate(4);
+                format!(
+                    "{n} of {} request(s) failed: {}",
+                    selected.len(),
+                    failures.join(" | ")
+                )
+            };
+            out.push(Check::new(failures.is_empty(), label, detail));
+        }
+    }
+    for (up, [lo, hi]) in &expect.upstream_sampled_between {
+        let reqs = obs.upstreams.get(up).unwrap_or(&empty);
+        let n = reqs.iter().filter(|r| r.sampled()).count() as u64;
+        out.push(Check::new(
+            *lo <= n && n <= *hi,
+            format!("upstream {up}: requests with sampled=1 in [{lo}, {hi}]"),
+            format!("got {n} of {}", reqs.len()),
+        ));
+    }
+    for up in &expect.sampled_matches_spans.0 {
+        let reqs = obs.upstreams.get(up).unwrap_or(&empty);
+        let seen: BTreeSet<String> = reqs
+            .iter()
+            .filter(|r| r.sampled())
+            .filter_map(|r| r.header("x-b3-spanid"))
+            .collect();
+        let envoys: BTreeSet<&String> = obs
+            .envoy_upstream
+            .iter()
+            .filter(|(_, u)| u.as_deref() == Some(up.as_str()))
+            .map(|(e, _)| e)
+            .collect();
+        let ids: BTreeSet<String> = obs
+            .spans
+            .iter()
+            .filter(|s| envoys.contains(&s.envoy))
+            .map(|s| s.id())
+            .collect();
+        let only_up: Vec<&String> = seen.difference(&ids).take(5).collect();
+        let only_spans: Vec<&String> = ids.difference(&seen).take(5).collect();
+        out.push(Check::new(
+            seen == ids,
+            format!(
+                "upstream {up}: sampled x-b3-spanid set == span ids exported by {envoys:?}"
+            ),
+            format!(
+                "{} sampled at upstream, {} spans; only at upstream: {only_up:?}; only in spans: {only_spans:?}",
+                seen.len(),
+                ids.len()
+            ),
+        ));
+    }
+}
+
+/// Field-level check of one span against one matcher (no parent links).
+fn span_field_errors(m: &SpanMatcher, s: &Span, refs: &dyn RefResolver) -> Vec<String> {
+    let mut errs = Vec::new();
+    let fields: [(&str, &Option<Matcher>); 8] = [
+        ("traceId", &m.trace_id),
+        ("id", &m.id),
+        ("parentId", &m.parent_id),
+        ("kind", &m.kind),
+        ("name", &m.name),
+        ("serviceName", &m.service_name),
+        ("debug", &m.debug),
+        ("envoy", &m.envoy),
+    ];
+    for (f, mm) in fields {
+        if let Some(mm) = mm {
+            if let Err(e) = mm.check(s.field(f).as_deref(), refs) {
+                errs.push(format!("{f}: {e}"));
+            }
+        }
+    }
+    for (k, mm) in &m.tags {
+        if let Err(e) = mm.check(s.tag(k).as_deref(), refs) {
+            errs.push(format!("tags.{k}: {e}"));
+        }
+    }
+    for (k, mm) in &m.fields {
+        if let Err(e) = mm.check(s.path(k).as_deref(), refs) {
+            errs.push(format!("{k}: {e}"));
+        }
+    }
+    if let Some(min) = m.duration_min_us {
+        match s.duration_us() {
+            Some(d) if d >= min => {}
+            other => errs.push(format!("duration: expected >= {min}µs, got {other:?}")),
+        }
+    }
+    errs
+}
+
+fn describe_span_matcher(i: usize, m: &SpanMatcher) -> String {
+    let mut parts = Vec::new();
+    let fields: [(&str, &Option<Matcher>); 8] = [
+        ("traceId", &m.trace_id),
+        ("id", &m.id),
+        ("parentId", &m.parent_id),
+        ("kind", &m.kind),
+        ("name", &m.name),
+        ("serviceName", &m.service_name),
+        ("debug", &m.debug),
+        ("envoy", &m.envoy),
+    ];
+    for (f, mm) in fields {
+        if let Some(mm) = mm {
+            parts.push(format!("{f}={mm}"));
+        }
+    }
+    for (k, mm) in m.tags.iter().chain(m.fields.iter()) {
+        parts.push(format!("{k}={mm}"));
+    }
+    if let Some(p) = m.parent {
+        parts.push(format!("parent=match[{p}]"));
+    }
+    if let Some(d) = m.duration_min_us {
+        parts.push(format!("duration>={d}µs"));
+    }
+    let note = m
+        .note
+        .as_ref()
+        .map(|n| format!(" ({n})"))
+        .unwrap_or_default();
+    format!(
+        "span match[{i}]{note}: {}",
+        truncate(&parts.join(", "), 200)
+    )
+}
+
+fn linked(child: &Span, parent: &Span) -> bool {
+    child.parent_id().as_deref() == Some(parent.id().as_str())
+        && child.trace_id() == parent.trace_id()
+}
+
+fn consistent(
+    ms: &[SpanMatcher],
+    spans: &[Span],
+    assign: &[Option<usize>],
+    i: usize,
+    j: usize,
+) -> bool {
+    if let Some(p) = ms[i].parent {
+        if let Some(pj) = assign[p] {
+            if !linked(&spans[j], &spans[pj]) {
+                return false;
+            }
+        }
+    }
+    for (k, mk) in ms.iter().enumerate() {
+        if mk.parent == Some(i) {
+            if let Some(kj) = assign[k] {
+                if !linked(&spans[kj], &spans[j]) {
+                    return false;
+                }
+            }
+        }
+    }
+    true
+}
+
+struct Search<'a> {
+    ms: &'a [SpanMatcher],
+    spans: &'a [Span],
+    cands: &'a [Vec<usize>],
+    order: Vec<usize>,
+    assign: Vec<Option<usize>>,
+    used: Vec<bool>,
+    budget: u64,
+}
+
+impl Search<'_> {
+    fn run(&mut self, pos: usize) -> bool {
+        if pos == self.order.len() {
+            return true;
+        }
+        if self.budget == 0 {
+            return false;
+        }
+        self.budget -= 1;
+        let i = self.order[pos];
+        for &j in &self.cands[i] {
+            if self.used[j] || !consistent(self.ms, self.spans, &self.assign, i, j) {
+                continue;
+            }
+            self.assign[i] = Some(j);
+            self.used[j] = true;
+            if self.run(pos + 1) {
+                return true;
+            }
+            self.assign[i] = None;
+            self.used[j] = false;
+        }
+        false
+    }
+}
+
+/// Finds an injective assignment of matchers to spans honouring `parent` links.
+pub fn assign_spans(
+    ms: &[SpanMatcher],
+    spans: &[Span],
+    refs: &dyn RefResolver,
+) -> (Vec<Vec<usize>>, Option<Vec<usize>>) {
+    let cands: Vec<Vec<usize>> = ms
+        .iter()
+        .map(|m| {
+            spans
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| span_field_errors(m, s, refs).is_empty())
+                .map(|(j, _)| j)
+                .collect()
+        })
+        .collect();
+    if cands.iter().any(Vec::is_empty) {
+        return (cands, None);
+    }
+    // Most constrained first.
+    let mut order: Vec<usize> = (0..ms.len()).collect();
+    order.sort_by_key(|&i| cands[i].len());
+    let mut search = Search {
+        ms,
+        spans,
+        cands: &cands,
+        order,
+        assign: vec![None; ms.len()],
+        used: vec![false; spans.len()],
+        budget: 200_000,
+    };
+    let result = if search.run(0) {
+        Some(
+            search
+                .assign
+                .iter()
+                .map(|a| a.unwrap_or_default())
+                .collect(),
+        )
+    } else {
+        None
+    };
+    (cands, result)
+}
+
+fn span_checks(sp: &SpansExpect, obs: &Observations, out: &mut Vec<Check>) {
+    let spans = &obs.spans;
+    let n = spans.len() as u64;
+    if let Some(c) = sp.count {
+        out.push(Check::new(
+            n == c,
+            format!("spans: count = {c}"),
+            format!("got {n}"),
+        ));
+    }
+    if let Some([lo, hi]) = sp.count_between {
+        out.push(Check::new(
+            lo <= n && n <= hi,
+            format!("spans: count in [{lo}, {hi}]"),
+            format!("got {n}"),
+        ));
+    }
+    let mut per_trace: BTreeMap<String, u64> = BTreeMap::new();
+    for s in spans {
+        *per_trace.entry(s.trace_id()).or_default() += 1;
+    }
+    if let Some(t) = sp.traces {
+        out.push(Check::new(
+            per_trace.len() as u64 == t,
+            format!("spans: {t} distinct trace(s)"),
+            format!("got {}", per_trace.len()),
+        ));
+    }
+    if let Some(k) = sp.per_trace {
+        let bad: Vec<String> = per_trace
+            .iter()
+            .filter(|(_, c)| **c != k)
+            .take(5)
+            .map(|(t, c)| format!("{t}: {c}"))
+            .collect();
+        let nbad = per_trace.values().filter(|c| **c != k).count();
+        out.push(Check::new(
+            nbad == 0,
+            format!("spans: every trace has exactly {k} span(s)"),
+            format!("{nbad} of {} traces differ, e.g. {bad:?}", per_trace.len()),
+        ));
+    }
+    for (envoy, want) in &sp.per_envoy {
+        let got = spans.iter().filter(|s| &s.envoy == envoy).count() as u64;
+        out.push(Check::new(
+            want.accepts(got),
+            format!("spans exported by {envoy} = {want}"),
+            format!("got {got}"),
+        ));
+    }
+    if !sp.all_tags.is_empty() {
+        let mut bad = Vec::new();
+        for s in spans {
+            for (k, m) in &sp.all_tags {
+                if let Err(e) = m.check(s.tag(k).as_deref(), obs) {
+                    bad.push(format!("span {}: tags.{k}: {e}", s.id()));
+                }
+            }
+        }
+        let nb = bad.len();
+        bad.truncate(5);
+        out.push(Check::new(
+            nb == 0 && !spans.is_empty(),
+            format!(
+                "spans: every span has tags {}",
+                describe_headers(&sp.all_tags)
+            ),
+            if spans.is_empty() {
+                "no spans were collected".to_string()
+            } else {
+                format!("{nb} mismatch(es): {}", bad.join("; "))
+            },
+        ));
+    }
+    if sp.matchers.is_empty() {
+        return;
+    }
+    let (cands, assignment) = assign_spans(&sp.matchers, spans, obs);
+    match assignment {
+        Some(a) => {
+            for (i, m) in sp.matchers.iter().enumerate() {
+                let s = &spans[a[i]];
+                out.push(Check::pass(
+                    describe_span_matcher(i, m),
+                    format!("span {} [{}]", s.id(), s.envoy),
+                ));
+            }
+        }
+        None => {
+            let any_empty = cands.iter().any(Vec::is_empty);
+            for (i, m) in sp.matchers.iter().enumerate() {
+                let label = describe_span_matcher(i, m);
+                if cands[i].is_empty() {
+                    out.push(Check::fail(label, closest_mismatch(m, spans, obs)));
+                } else if any_empty {
+                    out.push(Check::pass(
+                        label,
+                        format!("{} candidate span(s)", cands[i].len()),
+                    ));
+                } else {
+                    out.push(Check::fail(
+                        label,
+                        format!(
+                            "{} candidate span(s) {:?}, but no assignment of distinct spans satisfies all matchers and parent links",
+                            cands[i].len(),
+                            cands[i].iter().take(6).map(|&j| spans[j].id()).collect::<Vec<_>>()
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+fn closest_mismatch(m: &SpanMatcher, spans: &[Span], refs: &dyn RefResolver) -> String {
+    if spans.is_empty() {
+        return "no spans were collected".to_string();
+    }
+    let best = spans
+        .iter()
+        .map(|s| (span_field_errors(m, s, refs), s))
+        .min_by_key(|(e, _)| e.len());
+    match best {
+        Some((errs, s)) => format!(
+            "no span matches; closest is {} ({}): {}",
+            s.id(),
+            truncate(&s.summary(), 160),
+            errs.join("; ")
+        ),
+        None => "no spans".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::Scenario;
+    use serde_json::json;
+
+    fn req(h: &[(&str, &str)]) -> RecordedRequest {
+        RecordedRequest {
+            method: "GET".into(),
+            path: "/".into(),
+            headers: h
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn span(tid: &str, id: &str, parent: Option<&str>, url: &str) -> Span {
+        let mut v = json!({"traceId": tid, "id": id, "kind": "SERVER", "name": "GET",
+            "timestamp": 1, "duration": 5, "localEndpoint": {"serviceName": "gateway"},
+            "tags": {"http.url": url, "http.status_code": "200"}});
+        if let Some(p) = parent {
+            v["parentId"] = json!(p);
+        }
+        Span::new("gw", v)
+    }
+
+    fn obs() -> Observations {
+        let t = "463ac35c9f6413ad48485a3953bb6124";
+        let mut o = Observations::default();
+        o.upstreams.insert(
+            "app".into(),
+            vec![
+                req(&[
+                    ("x-b3-traceid", t),
+                    ("x-b3-spanid", "000000000000000a"),
+                    ("x-b3-sampled", "1"),
+                ]),
+                req(&[
+                    ("x-b3-traceid", t),
+                    ("x-b3-spanid", "000000000000000b"),
+                    ("x-b3-sampled", "1"),
+                ]),
+                req(&[
+                    ("x-b3-traceid", "1111111111111111"),
+                    ("x-b3-spanid", "000000000000000c"),
+                    ("x-b3-sampled", "0"),
+                ]),
+            ],
+        );
+        o.spans = vec![
+            span(t, "000000000000000b", Some("000000000000000a"), "/b"),
+            span(t, "000000000000000a", None, "/a"),
+        ];
+        o.envoy_upstream.insert("gw".into(), Some("app".into()));
+        o.metrics.insert(
+            "gw".into(),
+            BTreeMap::from([
+                ("wasmcustom.meshtrace_spans_sampled".to_string(), 2),
+                ("wasmcustom.meshtrace_spans_exported".to_string(), 2),
+            ]),
+        );
+        o.logs.insert(
+            "gw".into(),
+            "line one\n[critical] meshtrace: invalid configuration: sampling.rate: bad\n".into(),
+        );
+        o
+    }
+
+    fn run(expect_yaml: &str) -> Vec<Check> {
+        let text = format!(
+            "name: t\nenvoys: [{{name: gw, config: gateway}}]\nupstreams: [{{name: app}}]\nexpect:\n{}",
+            expect_yaml
+                .lines()
+                .map(|l| format!("  {l}\n"))
+                .collect::<String>()
+        );
+        let sc = Scenario::from_yaml(&text).unwrap();
+        evaluate(&sc.expect, &obs())
+    }
+
+    fn fails(checks: &[Check]) -> Vec<&Check> {
+        checks.iter().filter(|c| !c.pass).collect()
+    }
+
+    #[test]
+    fn passing_expectations() {
+        let checks = run(r#"
+upstream_requests: {app: 3}
+upstream_headers:
+  app:
+    - request: 1
+      headers:
+        x-b3-traceid: {ref: app/0/x-b3-traceid}
+        x-b3-spanid: {not: {ref: app/0/x-b3-spanid}}
+    - request: all
+      headers: {x-b3-sampled: {one_of: ["0", "1"]}, x-b3-flags: {absent: true}}
+upstream_sampled_between: {app: [2, 2]}
+sampled_matches_spans: app
+spans:
+  count: 2
+  traces: 1
+  per_trace: 2
+  per_envoy: {gw: 2}
+  all_tags: {http.status_code: "200"}
+  match:
+    - {tags: {http.url: /b}, parent: 1, id: {ref: app/1/x-b3-spanid}}
+    - {parentId: {absent: true}, serviceName: gateway}
+metrics: {gw: {spans_sampled: 2, spans_exported: [1, 3], spans_dropped: 0}}
+logs: {gw: {contains: ["sampling.rate"], not_contains: ["panicked"]}}
+"#);
+        assert!(fails(&checks).is_empty(), "{:#?}", fails(&checks));
+        assert!(checks.len() > 10);
+    }
+
+    #[test]
+    fn failing_expectations_explain_themselves() {
+        let checks = run(r#"
+upstream_headers:
+  app:
+    - request: all
+      headers: {x-b3-sampled: "1"}
+    - request: 7
+      headers: {x-b3-sampled: "1"}
+spans:
+  count: 3
+  match:
+    - {tags: {http.url: /nope}}
+    - {serviceName: gateway}
+    - {parentId: {absent: true}}
+    - {parentId: {absent: true}, parent: 0}
+metrics: {gw: {spans_sampled: 3}}
+logs: {gw: {contains: ["unknown key"]}}
+"#);
+        let f = fails(&checks);
+        let text = format!("{f:#?}");
+        assert!(text.contains("1 of 3 request(s) failed: #2"), "{text}");
+        assert!(text.contains("received only 3"), "{text}");
+        assert!(text.contains("closest is"), "{text}");
+        assert!(text.contains("got 3") || text.contains("got 2"), "{text}");
+        assert!(text.contains("relevant log lines"), "{text}");
+        assert_eq!(f.len(), 6, "{text}");
+    }
+
+    #[test]
+    fn assignment_needs_distinct_spans_and_links() {
+        let o = obs();
+        let sc = Scenario::from_yaml(
+            "name: t\nenvoys: [{name: gw, config: gateway}]\nupstreams: [{name: app}]\nexpect:\n  spans:\n    match:\n      - {parentId: {absent: true}}\n      - {parentId: {absent: true}}\n",
+        )
+        .unwrap();
+        let ms = &sc.expect.spans.as_ref().unwrap().matchers;
+        let (cands, a) = assign_spans(ms, &o.spans, &o);
+        assert_eq!(cands[0], vec![1]);
+        assert!(a.is_none(), "two matchers cannot share one span");
+        let sc = Scenario::from_yaml(
+            "name: t\nenvoys: [{name: gw, config: gateway}]\nupstreams: [{name: app}]\nexpect:\n  spans:\n    match:\n      - {parent: 1}\n      - {}\n",
+        )
+        .unwrap();
+        let ms = &sc.expect.spans.as_ref().unwrap().matchers;
+        let (_, a) = assign_spans(ms, &o.spans, &o);
+        assert_eq!(a, Some(vec![0, 1]));
+    }
+
+    #[test]
+    fn metric_suffix_matching() {
+        let stats = BTreeMap::from([
+            ("wasmcustom.meshtrace_spans_sampled".to_string(), 4),
+            ("wasmcustom.meshtrace_debug_spans_sampled".to_string(), 100),
+            ("other.spans_dropped".to_string(), 7),
+        ]);
+        assert_eq!(metric_value(&stats, "spans_sampled"), 4);
+        assert_eq!(metric_value(&stats, "meshtrace_spans_sampled"), 4);
+        assert_eq!(metric_value(&stats, "spans_dropped"), 7);
+        assert_eq!(metric_value(&stats, "spans_exported"), 0);
+    }
+}

