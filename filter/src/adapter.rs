@@ -258,22 +258,16 @@ impl HttpContext for Stream {
                 return Action::Continue;
             }
         };
-        let headers: Vec<(String, String)> = headers
-            .into_iter()
-            .map(|(k, v)| {
-                (
-                    k,
-                    String::from_utf8(v)
-                        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
-                )
-            })
-            .collect();
+        // A value that is not UTF-8 cannot be a valid B3 field; it is read as an invalid one.
+        let headers = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), std::str::from_utf8(v).unwrap_or("\u{fffd}")));
         let sh = &mut *sh;
         let mut host = HostView {
             rng: &mut sh.rng,
             metrics: &sh.metrics,
         };
-        let start = tracer::start(&sh.config, &sh.node, &headers, now_ns(), &mut host);
+        let start = tracer::start(&sh.config, &sh.node, headers, now_ns(), &mut host);
         for edit in &start.edits {
             if hostcalls::set_map_value(
                 MapType::HttpRequestHeaders,

@@ -62,11 +62,12 @@ pub struct StreamEnd {
     pub listener_direction: Option<u64>,
 }
 
-/// Decides and propagates for one request. `headers` are the request headers, names lower-case.
-pub fn start(
+/// Decides and propagates for one request. `headers` are the request headers, names lower-case;
+/// they are borrowed, so the request path copies only what a sampled span keeps.
+pub fn start<'a>(
     cfg: &Config,
     node: &Node,
-    headers: &[(String, String)],
+    headers: impl IntoIterator<Item = (&'a str, &'a str)>,
     now_ns: u64,
     host: &mut impl Host,
 ) -> Start {

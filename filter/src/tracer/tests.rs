@@ -38,19 +38,16 @@ fn node() -> Node {
     }
 }
 
-fn req(extra: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut h: Vec<(String, String)> = [
+fn req<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut h: Vec<(&str, &str)> = vec![
         (":method", "GET"),
         (":authority", "example.com"),
         (":path", "/hello?token=secret"),
         (":scheme", "http"),
         ("user-agent", "curl/8"),
         ("x-request-id", "4a7c1e0e-0000-4000-8000-000000000001"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    h.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    ];
+    h.extend_from_slice(extra);
     h
 }
 
@@ -74,7 +71,7 @@ fn new_root_is_128_bit_and_sampled_at_rate_one() {
     let s = start(
         &cfg(r#"{"sampling":{"rate":1}}"#),
         &node(),
-        &req(&[]),
+        req(&[]),
         5_000,
         &mut host,
     );
@@ -93,7 +90,7 @@ fn continues_caller_trace_with_new_span() {
     let s = start(
         &cfg("{}"),
         &node(),
-        &req(&[
+        req(&[
             ("x-b3-traceid", "a3ce929d0e0e4736"),
             ("x-b3-spanid", "e457b5a2e4d86bd1"),
             ("x-b3-sampled", "1"),
@@ -116,7 +113,7 @@ fn unsampled_request_still_propagates_and_records_nothing() {
     let s = start(
         &cfg(r#"{"sampling":{"rate":0}}"#),
         &node(),
-        &req(&[]),
+        req(&[]),
         0,
         &mut host,
     );
@@ -129,12 +126,12 @@ fn unsampled_request_still_propagates_and_records_nothing() {
 fn rate_header_is_consumed_and_invalid_values_counted() {
     let c = cfg(r#"{"sampling":{"rate":0,"override_header":"l5d-sample"}}"#);
     let mut host = FakeHost::default();
-    let s = start(&c, &node(), &req(&[("l5d-sample", "1.0")]), 0, &mut host);
+    let s = start(&c, &node(), req(&[("l5d-sample", "1.0")]), 0, &mut host);
     assert_eq!(edit(&s, "l5d-sample"), Some(None));
     assert_eq!(s.span.map(|o| o.reason), Some(Reason::RateHeader));
 
     let mut host = FakeHost::default();
-    let s = start(&c, &node(), &req(&[("l5d-sample", "lots")]), 0, &mut host);
+    let s = start(&c, &node(), req(&[("l5d-sample", "lots")]), 0, &mut host);
     assert_eq!(edit(&s, "l5d-sample"), Some(None));
     assert!(s.span.is_none());
     assert_eq!(host.counted(Counter::InvalidRateHeader), 1);
@@ -147,7 +144,7 @@ fn trust_switches() {
     let s = start(
         &c,
         &node(),
-        &req(&[("x-b3-flags", "1"), ("x-b3-sampled", "1")]),
+        req(&[("x-b3-flags", "1"), ("x-b3-sampled", "1")]),
         0,
         &mut host,
     );
@@ -166,7 +163,7 @@ fn force_header() {
     let s = start(
         &cfg(r#"{"sampling":{"rate":0}}"#),
         &node(),
-        &req(&[("x-envoy-force-trace", "true"), ("x-b3-sampled", "0")]),
+        req(&[("x-envoy-force-trace", "true"), ("x-b3-sampled", "0")]),
         0,
         &mut host,
     );
@@ -180,7 +177,7 @@ fn malformed_context_starts_root_and_tags_it() {
     let s = start(
         &cfg(r#"{"sampling":{"rate":1}}"#),
         &node(),
-        &req(&[("x-b3-traceid", "XYZ"), ("x-b3-spanid", "e457b5a2e4d86bd1")]),
+        req(&[("x-b3-traceid", "XYZ"), ("x-b3-spanid", "e457b5a2e4d86bd1")]),
         0,
         &mut host,
     );
@@ -202,7 +199,7 @@ fn finished_span_has_envoy_tags() {
     let s = start(
         &c,
         &node(),
-        &req(&[("x-tenant", "acme-corporation")]),
+        req(&[("x-tenant", "acme-corporation")]),
         2_000_000,
         &mut host,
     );
@@ -239,7 +236,7 @@ fn finished_span_has_envoy_tags() {
 fn url_is_redacted_by_default() {
     let c = cfg(r#"{"sampling":{"rate":1}}"#);
     let mut host = FakeHost::default();
-    let open = start(&c, &node(), &req(&[]), 0, &mut host).span.unwrap();
+    let open = start(&c, &node(), req(&[]), 0, &mut host).span.unwrap();
     let url = open
         .tags
         .iter()
@@ -255,7 +252,7 @@ fn status_200_has_no_error_and_no_response_is_error() {
     let ok = finish(
         &c,
         &node(),
-        start(&c, &node(), &req(&[]), 0, &mut host).span.unwrap(),
+        start(&c, &node(), req(&[]), 0, &mut host).span.unwrap(),
         StreamEnd {
             status: Some(200),
             ..StreamEnd::default()
@@ -266,7 +263,7 @@ fn status_200_has_no_error_and_no_response_is_error() {
     let none = finish(
         &c,
         &node(),
-        start(&c, &node(), &req(&[]), 0, &mut host).span.unwrap(),
+        start(&c, &node(), req(&[]), 0, &mut host).span.unwrap(),
         StreamEnd::default(),
     );
     assert_eq!(tag_of(&none, "http.status_code"), Some("0"));
