@@ -28,6 +28,9 @@ pub struct B3Headers<'a> {
     pub parent_span_id: Option<&'a str>,
     pub sampled: Option<&'a str>,
     pub flags: Option<&'a str>,
+    /// Which B3 headers the request carried at all, empty ones included: those must be removed or
+    /// rewritten too, or an empty `x-b3-parentspanid` would travel upstream (istio#11696).
+    present: u8,
 }
 
 /// What the incoming request carried, after validation.
@@ -73,14 +76,17 @@ impl<'a> B3Headers<'a> {
     /// Records `value` if `name` (lower-case) is a B3 header; returns whether it was one. Only the first
     /// value of a repeated header counts, as in Envoy's tracer.
     pub fn observe(&mut self, name: &str, value: &'a str) -> bool {
+        let Some(bit) = bit(name) else {
+            return false;
+        };
+        self.present |= bit;
         let slot = match name {
             SINGLE => &mut self.single,
             TRACE_ID => &mut self.trace_id,
             SPAN_ID => &mut self.span_id,
             PARENT_SPAN_ID => &mut self.parent_span_id,
             SAMPLED => &mut self.sampled,
-            FLAGS => &mut self.flags,
-            _ => return false,
+            _ => &mut self.flags,
         };
         if slot.is_none() && !value.is_empty() {
             *slot = Some(value);
@@ -88,12 +94,26 @@ impl<'a> B3Headers<'a> {
         true
     }
 
+    fn has(&self, name: &str) -> bool {
+        bit(name).is_some_and(|b| self.present & b != 0)
+    }
+
     fn any_multi(&self) -> bool {
-        self.trace_id.is_some()
-            || self.span_id.is_some()
-            || self.parent_span_id.is_some()
-            || self.sampled.is_some()
-            || self.flags.is_some()
+        MULTI.iter().any(|name| self.has(name))
+    }
+}
+
+const MULTI: [&str; 5] = [TRACE_ID, SPAN_ID, PARENT_SPAN_ID, SAMPLED, FLAGS];
+
+fn bit(name: &str) -> Option<u8> {
+    match name {
+        SINGLE => Some(1),
+        TRACE_ID => Some(2),
+        SPAN_ID => Some(4),
+        PARENT_SPAN_ID => Some(8),
+        SAMPLED => Some(16),
+        FLAGS => Some(32),
+        _ => None,
     }
 }
 
@@ -211,9 +231,7 @@ pub fn inject(
         edits.push(HeaderEdit::set(SPAN_ID, out.span_id.to_string()));
         match out.parent_id {
             Some(p) => edits.push(HeaderEdit::set(PARENT_SPAN_ID, p.to_string())),
-            None if present.parent_span_id.is_some() => {
-                edits.push(HeaderEdit::remove(PARENT_SPAN_ID))
-            }
+            None if present.has(PARENT_SPAN_ID) => edits.push(HeaderEdit::remove(PARENT_SPAN_ID)),
             None => {}
         }
         // Debug also sends `x-b3-sampled: 1` although the spec allows omitting it: tracers that ignore
@@ -222,11 +240,11 @@ pub fn inject(
         edits.push(HeaderEdit::set(SAMPLED, sampled.to_string()));
         if out.debug {
             edits.push(HeaderEdit::set(FLAGS, "1".to_string()));
-        } else if present.flags.is_some() {
+        } else if present.has(FLAGS) {
             edits.push(HeaderEdit::remove(FLAGS));
         }
     } else if present.any_multi() {
-        for name in [TRACE_ID, SPAN_ID, PARENT_SPAN_ID, SAMPLED, FLAGS] {
+        for name in MULTI.iter().filter(|name| present.has(name)) {
             edits.push(HeaderEdit::remove(name));
         }
     }
@@ -244,7 +262,7 @@ pub fn inject(
             value.push_str(&p.to_string());
         }
         edits.push(HeaderEdit::set(SINGLE, value));
-    } else if present.single.is_some() {
+    } else if present.has(SINGLE) {
         edits.push(HeaderEdit::remove(SINGLE));
     }
 }
@@ -642,14 +660,25 @@ mod tests {
                 "single only removes multi",
                 outgoing(true, true, false),
                 single,
-                vec![(TRACE_ID, T128)],
+                vec![(TRACE_ID, T128), (SAMPLED, "1")],
                 vec![
                     "-x-b3-traceid",
-                    "-x-b3-spanid",
-                    "-x-b3-parentspanid",
                     "-x-b3-sampled",
-                    "-x-b3-flags",
                     "b3=463ac35c9f6413ad48485a3953bb6124-1111222233334444-1-05e3ac9a4f6e3b90",
+                ],
+            ),
+            (
+                "empty headers are removed, not forwarded",
+                outgoing(false, true, false),
+                multi,
+                vec![(PARENT_SPAN_ID, ""), (FLAGS, ""), (SINGLE, "")],
+                vec![
+                    "x-b3-traceid=463ac35c9f6413ad48485a3953bb6124",
+                    "x-b3-spanid=1111222233334444",
+                    "-x-b3-parentspanid",
+                    "x-b3-sampled=1",
+                    "-x-b3-flags",
+                    "-b3",
                 ],
             ),
             (
