@@ -25,13 +25,20 @@ pub struct Patch {
     pub zipkin: SocketAddr,
     pub wasm_path: String,
     pub plugin: PluginConfig,
+    /// Replaces the bootstrap `node:` block (id, cluster, metadata).
+    pub node: Option<Json>,
 }
 
-/// Objects merge recursively; anything else in `patch` replaces the value in `base`.
+/// Objects merge recursively, a `null` in `patch` removes the key (as in JSON merge patch,
+/// RFC 7386), anything else in `patch` replaces the value in `base`.
 pub fn deep_merge(base: &mut Json, patch: &Json) {
     match (base, patch) {
         (Json::Object(b), Json::Object(p)) => {
             for (k, v) in p {
+                if v.is_null() {
+                    b.remove(k);
+                    continue;
+                }
                 match b.get_mut(k) {
                     Some(existing) if existing.is_object() && v.is_object() => {
                         deep_merge(existing, v)
@@ -219,6 +226,12 @@ pub fn patch_config(doc: &mut Value, p: &Patch) -> Result<(), String> {
     if set_wasm_path(doc, &p.wasm_path)? == 0 {
         return Err("config has no envoy.filters.http.wasm filter".to_string());
     }
+    if let Some(node) = &p.node {
+        let node: Value = serde_yaml::to_value(node).map_err(|e| format!("node: {e}"))?;
+        doc.as_mapping_mut()
+            .ok_or("the config is not a map")?
+            .insert(key("node"), node);
+    }
     let template = plugin_config_string(doc)?;
     let rendered = render_plugin_config(&template, &p.plugin)?;
     for_each_wasm_config(doc, &mut |cfg| {
@@ -257,14 +270,14 @@ mod tests {
 
     #[test]
     fn deep_merge_objects_replace_others() {
-        let mut base = json!({"a": {"b": 1, "c": [1, 2]}, "d": "x"});
+        let mut base = json!({"a": {"b": 1, "c": [1, 2]}, "d": "x", "h": 1});
         deep_merge(
             &mut base,
-            &json!({"a": {"c": [3], "e": {"f": true}}, "d": {"g": 1}}),
+            &json!({"a": {"c": [3], "e": {"f": true}, "b": null}, "d": {"g": 1}, "h": null, "i": null}),
         );
         assert_eq!(
             base,
-            json!({"a": {"b": 1, "c": [3], "e": {"f": true}}, "d": {"g": 1}})
+            json!({"a": {"c": [3], "e": {"f": true}}, "d": {"g": 1}})
         );
     }
 
@@ -284,8 +297,10 @@ mod tests {
                 wasm_path: "/abs/meshtrace.wasm".into(),
                 plugin: PluginConfig::Merge(Some(json!({
                     "collector": {"flush_interval_ms": 100},
-                    "sampling": {"rate": 0.5}
+                    "sampling": {"rate": 0.5},
+                    "service_name": null
                 }))),
+                node: None,
             };
             patch_config(&mut doc, &p).unwrap();
             let text = serde_yaml::to_string(&doc).unwrap();
@@ -317,6 +332,11 @@ mod tests {
             );
             assert_eq!(conf["sampling"]["rate"], 0.5);
             assert_eq!(conf["sampling"]["override_header"], "l5d-sample");
+            assert!(
+                conf.get("service_name").is_none(),
+                "null removes a key: {conf}"
+            );
+            assert!(back.get("node").is_none(), "{file}");
         }
     }
 
@@ -330,9 +350,13 @@ mod tests {
             zipkin: "127.0.0.1:4".parse().unwrap(),
             wasm_path: "/x.wasm".into(),
             plugin: PluginConfig::Raw("{not json".into()),
+            node: Some(json!({"id": "n1", "cluster": "c1", "metadata": {"NAMESPACE": "ns"}})),
         };
         patch_config(&mut doc, &p).unwrap();
         assert_eq!(plugin_config_string(&doc).unwrap(), "{not json");
+        assert_eq!(doc["node"]["id"].as_str(), Some("n1"));
+        assert_eq!(doc["node"]["cluster"].as_str(), Some("c1"));
+        assert_eq!(doc["node"]["metadata"]["NAMESPACE"].as_str(), Some("ns"));
         assert_eq!(
             doc["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"]
                 .as_u64(),
@@ -350,6 +374,7 @@ mod tests {
             zipkin: "127.0.0.1:4".parse().unwrap(),
             wasm_path: "/x.wasm".into(),
             plugin: PluginConfig::Merge(None),
+            node: None,
         };
         let e = patch_config(&mut doc, &p).unwrap_err();
         assert!(e.contains("admin.address"), "{e}");

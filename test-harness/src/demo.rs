@@ -94,8 +94,8 @@ pub fn run_demo(tools: &Tools, hold: bool) -> Result<Outcome, String> {
   - scenarios: test-harness/scenarios/*.yaml, e.g.
       cargo run -p test-harness -- replay test-harness/scenarios/040-sampling-precedence.yaml
   - this demo as a scenario: test-harness/demo/demo.yaml (`demo --hold` keeps it running)
-  - README.md: plugin configuration, sampling precedence, metrics;
-    docs/CONTRACT.md: span tags and headers; test-harness/README.md: scenario schema"
+  - README.md: plugin configuration, B3 rules, sampling precedence, span tags, metrics;
+    test-harness/README.md: scenario schema"
     );
     Ok(o)
 }

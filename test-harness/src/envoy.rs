@@ -34,6 +34,8 @@ pub struct Launch {
     /// `--component-log-level` value.
     pub component_log_level: String,
     pub extra_args: Vec<String>,
+    /// `--service-node` value (None: not passed, e.g. when the bootstrap names the node).
+    pub service_node: Option<String>,
 }
 
 #[derive(Debug)]
@@ -128,10 +130,11 @@ impl EnvoyProcess {
             .arg("--component-log-level")
             .arg(&l.component_log_level)
             .args(&l.extra_args)
-            .args(if l.extra_args.iter().any(|a| a == "--service-node") {
-                vec![]
-            } else {
-                vec!["--service-node".to_string(), l.name.clone()]
+            .args(match &l.service_node {
+                Some(node) if !l.extra_args.iter().any(|a| a == "--service-node") => {
+                    vec!["--service-node".to_string(), node.clone()]
+                }
+                _ => vec![],
             })
             .current_dir(&l.work_dir)
             .env("ENVOY_PATH", &l.envoy_bin)
@@ -275,6 +278,11 @@ impl EnvoyProcess {
         format!("{ip}:{port}")
             .parse()
             .map_err(|e| format!("/listeners: {e}"))
+    }
+
+    /// The text of `/stats/prometheus`.
+    pub fn prometheus(&self) -> Result<String, String> {
+        self.admin_get("/stats/prometheus")
     }
 
     /// Counters and gauges whose name contains `filter` (from `/stats?format=json`).

@@ -55,6 +55,15 @@ pub struct Observations {
     pub logs: BTreeMap<String, String>,
     /// Envoy name → upstream name its `app` cluster points at.
     pub envoy_upstream: BTreeMap<String, Option<String>>,
+    /// Envoy name → `/stats/prometheus` text (only Envoys with `prometheus` expectations).
+    pub prometheus: BTreeMap<String, String>,
+    /// Envoy name → every stat (only Envoys with `envoy_stats` expectations).
+    pub all_stats: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Wall-clock window (µs since the epoch) from before the Envoys started to after quiescence:
+    /// every span must lie inside it.
+    pub window_us: Option<(u64, u64)>,
+    /// The most export requests the collector held open at one time.
+    pub collector_max_concurrent: u64,
 }
 
 impl RefResolver for Observations {
@@ -82,26 +91,48 @@ impl RefResolver for Observations {
     }
 }
 
-/// Sums every stat whose name ends with `meshtrace_<suffix>` (or, failing that, with `suffix`).
+/// Sums every stat whose name ends with `meshtrace_<suffix>` (or, failing that, with `suffix`);
+/// 0 when there is none.
 pub fn metric_value(stats: &BTreeMap<String, u64>, suffix: &str) -> u64 {
+    find_metric(stats, suffix).unwrap_or(0)
+}
+
+/// Like [`metric_value`], but `None` when no stat has that name: a counter the filter does not
+/// define (or names differently) must not pass as 0.
+pub fn find_metric(stats: &BTreeMap<String, u64>, suffix: &str) -> Option<u64> {
     let full = if suffix.starts_with("meshtrace_") {
         suffix.to_string()
     } else {
         format!("meshtrace_{suffix}")
     };
-    let primary: Vec<u64> = stats
-        .iter()
-        .filter(|(k, _)| k.ends_with(&full))
-        .map(|(_, v)| *v)
-        .collect();
-    if !primary.is_empty() {
-        return primary.iter().sum();
-    }
-    stats
-        .iter()
-        .filter(|(k, _)| k.ends_with(suffix))
-        .map(|(_, v)| *v)
-        .sum()
+    let sum = |end: &str| {
+        let v: Vec<u64> = stats
+            .iter()
+            .filter(|(k, _)| k.ends_with(end))
+            .map(|(_, v)| *v)
+            .collect();
+        (!v.is_empty()).then(|| v.iter().sum())
+    };
+    sum(&full).or_else(|| sum(suffix))
+}
+
+/// The value of the Prometheus sample `meshtrace_<suffix>{} N` and whether a
+/// `# TYPE meshtrace_<suffix> counter` line declares it a counter.
+pub fn prometheus_counter(text: &str, suffix: &str) -> (Option<u64>, bool) {
+    let name = if suffix.starts_with("meshtrace_") {
+        suffix.to_string()
+    } else {
+        format!("meshtrace_{suffix}")
+    };
+    let sample = format!("{name}{{}} ");
+    let value = text
+        .lines()
+        .find_map(|l| l.strip_prefix(sample.as_str()))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let typed = text
+        .lines()
+        .any(|l| l.trim_end() == format!("# TYPE {name} counter"));
+    (value, typed)
 }
 
 fn describe_headers(h: &BTreeMap<String, Matcher>) -> String {
@@ -131,6 +162,7 @@ fn check_headers(
 pub fn evaluate(expect: &Expect, obs: &Observations) -> Vec<Check> {
     let mut out = Vec::new();
     builtin(obs, &mut out);
+    no_crash(obs, &mut out);
     upstream_checks(expect, obs, &mut out);
     if let Some(sp) = &expect.spans {
         span_checks(sp, obs, &mut out);
@@ -144,11 +176,89 @@ pub fn evaluate(expect: &Expect, obs: &Observations) -> Vec<Check> {
             continue;
         };
         for (suffix, want) in metrics {
-            let got = metric_value(stats, suffix);
+            let (pass, detail) = match find_metric(stats, suffix) {
+                Some(got) => (want.accepts(got), format!("got {got}")),
+                None => (
+                    false,
+                    format!("no counter meshtrace_{suffix} in /stats (names: {})", {
+                        let names: Vec<&str> = stats.keys().map(String::as_str).collect();
+                        truncate(&names.join(", "), 300)
+                    }),
+                ),
+            };
             out.push(Check::new(
-                want.accepts(got),
+                pass,
                 format!("metric {envoy} {suffix} = {want}"),
-                format!("got {got}"),
+                detail,
+            ));
+        }
+    }
+    for (envoy, metrics) in &expect.prometheus {
+        let Some(text) = obs.prometheus.get(envoy) else {
+            out.push(Check::fail(
+                format!("prometheus {envoy}"),
+                "/stats/prometheus was not read from this Envoy",
+            ));
+            continue;
+        };
+        for (suffix, want) in metrics {
+            let name = suffix.trim_start_matches("meshtrace_");
+            let (value, typed) = prometheus_counter(text, suffix);
+            let pass = typed && value.is_some_and(|v| want.accepts(v));
+            let detail = match value {
+                Some(v) if typed => format!("got meshtrace_{name}{{}} {v}"),
+                Some(v) => {
+                    format!("meshtrace_{name}{{}} {v} but no `# TYPE meshtrace_{name} counter`")
+                }
+                None => {
+                    let lines: Vec<&str> = text
+                        .lines()
+                        .filter(|l| l.contains("meshtrace"))
+                        .take(8)
+                        .collect();
+                    format!(
+                        "no line `meshtrace_{name}{{}} N`; meshtrace lines: {}",
+                        truncate(&lines.join(" | "), 400)
+                    )
+                }
+            };
+            out.push(Check::new(
+                pass,
+                format!("prometheus {envoy} meshtrace_{name}{{}} = {want}"),
+                detail,
+            ));
+        }
+    }
+    for (envoy, list) in &expect.envoy_stats {
+        let stats = obs.all_stats.get(envoy);
+        for st in list {
+            let label = format!("envoy stat {envoy} /{}/ = {}", st.name_re, st.value);
+            let (Some(stats), Ok(re)) = (stats, regex::Regex::new(&st.name_re)) else {
+                out.push(Check::fail(
+                    label,
+                    "stats were not read (or the regex is bad)",
+                ));
+                continue;
+            };
+            let hits: Vec<(&String, &u64)> = stats.iter().filter(|(k, _)| re.is_match(k)).collect();
+            let sum: u64 = hits.iter().map(|(_, v)| **v).sum();
+            out.push(Check::new(
+                !hits.is_empty() && st.value.accepts(sum),
+                label,
+                if hits.is_empty() {
+                    "no stat matches".to_string()
+                } else {
+                    truncate(
+                        &format!(
+                            "sum {sum} of {}",
+                            hits.iter()
+                                .map(|(k, v)| format!("{k}={v}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                        300,
+                    )
+                },
             ));
         }
     }
@@ -159,6 +269,19 @@ pub fn evaluate(expect: &Expect, obs: &Observations) -> Vec<Check> {
                 text.contains(s.as_str()),
                 format!("log {envoy} contains {s:?}"),
                 meshtrace_log_excerpt(text),
+            ));
+        }
+        for pat in &le.matches {
+            let found = regex::Regex::new(pat)
+                .ok()
+                .and_then(|re| text.lines().find(|l| re.is_match(l)));
+            out.push(Check::new(
+                found.is_some(),
+                format!("log {envoy} has a line matching /{pat}/"),
+                match found {
+                    Some(l) => truncate(l, 300),
+                    None => meshtrace_log_excerpt(text),
+                },
             ));
         }
         for s in &le.not_contains {
@@ -194,9 +317,29 @@ pub fn evaluate(expect: &Expect, obs: &Observations) -> Vec<Check> {
                 .map(|p| p.spans.as_ref().map_or(0, Vec::len))
                 .collect();
             out.push(Check::new(
-                sizes.iter().all(|s| *s as u64 <= maxs),
+                !sizes.is_empty() && sizes.iter().all(|s| *s as u64 <= maxs),
                 format!("every export request carries <= {maxs} spans"),
                 format!("batch sizes {sizes:?}"),
+            ));
+        }
+        if let Some(want) = &ce.spans_per_request {
+            let sizes: Vec<usize> = obs
+                .posts
+                .iter()
+                .map(|p| p.spans.as_ref().map_or(0, Vec::len))
+                .collect();
+            out.push(Check::new(
+                !sizes.is_empty() && sizes.iter().all(|s| want.accepts(*s as u64)),
+                format!("every export request carries {want} span(s)"),
+                format!("batch sizes {sizes:?}"),
+            ));
+        }
+        if let Some(want) = &ce.max_concurrent {
+            let got = obs.collector_max_concurrent;
+            out.push(Check::new(
+                want.accepts(got),
+                format!("most export requests open at once = {want}"),
+                format!("got {got}"),
             ));
         }
         if let Some(pm) = &ce.path {
@@ -211,9 +354,13 @@ pub fn evaluate(expect: &Expect, obs: &Observations) -> Vec<Check> {
                 })
                 .collect();
             out.push(Check::new(
-                bad.is_empty(),
+                bad.is_empty() && !obs.posts.is_empty(),
                 format!("every export request path {pm}"),
-                bad.join("; "),
+                if obs.posts.is_empty() {
+                    "no export requests were received".to_string()
+                } else {
+                    bad.join("; ")
+                },
             ));
         }
         if !ce.headers.is_empty() {
@@ -285,6 +432,19 @@ fn builtin(obs: &Observations, out: &mut Vec<Check>) {
         for p in s.shape_problems() {
             problems.push(format!("span {} from {}: {p}", s.id(), s.envoy));
         }
+        // Microseconds from the proxy's clock: the span lies inside the run (a unit mistake —
+        // ms or ns — lands far outside it).
+        if let (Some((lo, hi)), Some(ts), Some(d)) =
+            (obs.window_us, s.timestamp_us(), s.duration_us())
+        {
+            if ts < lo || ts.saturating_add(d) > hi {
+                problems.push(format!(
+                    "span {} from {}: timestamp {ts} + duration {d} µs is outside the run [{lo}, {hi}]",
+                    s.id(),
+                    s.envoy
+                ));
+            }
+        }
     }
     if !obs.spans.is_empty() || !problems.is_empty() {
         let n = problems.len();
@@ -292,7 +452,7 @@ fn builtin(obs: &Observations, out: &mut Vec<Check>) {
         out.push(Check::new(
             n == 0,
             format!(
-                "built-in: all {} spans have valid ids, integer timestamp/duration, kind SERVER|CLIENT",
+                "built-in: all {} spans have valid ids, timestamp/duration in µs within the run, kind SERVER|CLIENT",
                 obs.spans.len()
             ),
             if n == 0 {
@@ -304,8 +464,41 @@ fn builtin(obs: &Observations, out: &mut Vec<Check>) {
     }
 }
 
+/// Lines that show the filter crashed (a Rust panic, or a wasm trap in a proxy-wasm callback).
+const CRASH_MARKERS: [&str; 2] = ["meshtrace: panic", "failed: Uncaught"];
+
+fn no_crash(obs: &Observations, out: &mut Vec<Check>) {
+    for (envoy, text) in &obs.logs {
+        let line = text
+            .lines()
+            .find(|l| CRASH_MARKERS.iter().any(|m| l.contains(m)));
+        out.push(Check::new(
+            line.is_none(),
+            format!("built-in: envoy {envoy} log shows no panic or wasm trap"),
+            line.map(|l| truncate(l, 300)).unwrap_or_default(),
+        ));
+    }
+}
+
 fn upstream_checks(expect: &Expect, obs: &Observations, out: &mut Vec<Check>) {
     let empty = Vec::new();
+    for (up, names) in &expect.upstream_unique {
+        let reqs = obs.upstreams.get(up).unwrap_or(&empty);
+        for name in &names.0 {
+            let values: Vec<Option<String>> = reqs.iter().map(|r| r.header(name)).collect();
+            let missing = values.iter().filter(|v| v.is_none()).count();
+            let distinct: BTreeSet<&String> = values.iter().flatten().collect();
+            let dups = values.len() - missing - distinct.len();
+            out.push(Check::new(
+                !reqs.is_empty() && missing == 0 && dups == 0,
+                format!("upstream {up}: every request has its own {name}"),
+                format!(
+                    "{} request(s), {missing} without it, {dups} repeated value(s)",
+                    reqs.len()
+                ),
+            ));
+        }
+    }
     for (up, want) in &expect.upstream_requests {
         let n = obs.upstreams.get(up).map_or(0, Vec::len) as u64;
         out.push(Check::new(
@@ -322,19 +515,23 @@ fn upstream_checks(expect: &Expect, obs: &Observations, out: &mut Vec<Check>) {
                 e.request,
                 describe_headers(&e.headers)
             );
-            let selected: Vec<(usize, &RecordedRequest)> = match e.request {
-                RequestSel::All => reqs.iter().enumerate().collect(),
-                RequestSel::Index(i) => match reqs.get(i) {
-                    Some(r) => vec![(i, r)],
-                    None => {
-                        out.push(Check::fail(
-                            label,
-                            format!("upstream {up} received only {} request(s)", reqs.len()),
-                        ));
-                        continue;
-                    }
-                },
+            let indices: Vec<usize> = match &e.request {
+                RequestSel::All => (0..reqs.len()).collect(),
+                RequestSel::Index(i) => vec![*i],
+                RequestSel::List(l) => l.clone(),
             };
+            if let Some(i) = indices.iter().find(|i| **i >= reqs.len()) {
+                out.push(Check::fail(
+                    label,
+                    format!(
+                        "upstream {up} received only {} request(s) (no #{i})",
+                        reqs.len()
+                    ),
+                ));
+                continue;
+            }
+            let selected: Vec<(usize, &RecordedRequest)> =
+                indices.iter().map(|&i| (i, &reqs[i])).collect();
             if selected.is_empty() {
                 out.push(Check::fail(
                     label,
@@ -670,6 +867,34 @@ fn span_checks(sp: &SpansExpect, obs: &Observations, out: &mut Vec<Check>) {
             },
         ));
     }
+    if let Some(every) = &sp.every {
+        let bad: Vec<String> = spans
+            .iter()
+            .filter_map(|s| {
+                let errs = span_field_errors(every, s, obs);
+                (!errs.is_empty())
+                    .then(|| format!("span {} [{}]: {}", s.id(), s.envoy, errs.join("; ")))
+            })
+            .collect();
+        out.push(Check::new(
+            bad.is_empty() && !spans.is_empty(),
+            describe_span_matcher(0, every).replacen("span match[0]", "every span", 1),
+            if spans.is_empty() {
+                "no spans were collected".to_string()
+            } else if bad.is_empty() {
+                format!("{} span(s)", spans.len())
+            } else {
+                format!(
+                    "{} mismatch(es): {}",
+                    bad.len(),
+                    truncate(
+                        &bad.iter().take(4).cloned().collect::<Vec<_>>().join(" | "),
+                        600
+                    )
+                )
+            },
+        ));
+    }
     if sp.matchers.is_empty() {
         return;
     }
@@ -790,6 +1015,7 @@ mod tests {
             BTreeMap::from([
                 ("wasmcustom.meshtrace_spans_sampled".to_string(), 2),
                 ("wasmcustom.meshtrace_spans_exported".to_string(), 2),
+                ("wasmcustom.meshtrace_spans_dropped".to_string(), 0),
             ]),
         );
         o.logs.insert(
@@ -861,7 +1087,7 @@ spans:
     - {serviceName: gateway}
     - {parentId: {absent: true}}
     - {parentId: {absent: true}, parent: 0}
-metrics: {gw: {spans_sampled: 3}}
+metrics: {gw: {spans_sampled: 3, spans_lost: 0}}
 logs: {gw: {contains: ["unknown key"]}}
 "#);
         let f = fails(&checks);
@@ -871,7 +1097,8 @@ logs: {gw: {contains: ["unknown key"]}}
         assert!(text.contains("closest is"), "{text}");
         assert!(text.contains("got 3") || text.contains("got 2"), "{text}");
         assert!(text.contains("relevant log lines"), "{text}");
-        assert_eq!(f.len(), 6, "{text}");
+        assert!(text.contains("no counter meshtrace_spans_lost"), "{text}");
+        assert_eq!(f.len(), 7, "{text}");
     }
 
     #[test]
@@ -892,6 +1119,77 @@ logs: {gw: {contains: ["unknown key"]}}
         let ms = &sc.expect.spans.as_ref().unwrap().matchers;
         let (_, a) = assign_spans(ms, &o.spans, &o);
         assert_eq!(a, Some(vec![0, 1]));
+    }
+
+    #[test]
+    fn prometheus_lines() {
+        let text = "# TYPE meshtrace_spans_sampled counter\nmeshtrace_spans_sampled{} 12\n\
+                    meshtrace_spans_dropped{} 3\n# TYPE envoy_x counter\nenvoy_x{} 1\n";
+        assert_eq!(prometheus_counter(text, "spans_sampled"), (Some(12), true));
+        assert_eq!(
+            prometheus_counter(text, "meshtrace_spans_sampled"),
+            (Some(12), true)
+        );
+        assert_eq!(prometheus_counter(text, "spans_dropped"), (Some(3), false));
+        assert_eq!(prometheus_counter(text, "spans"), (None, false));
+        let mut o = obs();
+        o.prometheus.insert("gw".into(), text.into());
+        let sc = Scenario::from_yaml(
+            "name: t\nenvoys: [{name: gw, config: gateway}]\nupstreams: [{name: app}]\nexpect:\n  prometheus: {gw: {spans_sampled: 12, spans_dropped: 3, spans_lost: 0}}\n",
+        )
+        .unwrap();
+        let checks = evaluate(&sc.expect, &o);
+        let f = fails(&checks);
+        assert_eq!(f.len(), 2, "{f:#?}");
+        assert!(f[0].detail.contains("no `# TYPE"), "{f:#?}");
+        assert!(f[1].detail.contains("no line"), "{f:#?}");
+    }
+
+    #[test]
+    fn uniqueness_concurrency_every_and_window() {
+        let checks = run(r#"
+upstream_unique: {app: [x-b3-traceid, x-b3-spanid, x-b3-sampled, x-missing]}
+upstream_headers: {app: [{request: [0, 1], headers: {x-b3-sampled: "1"}}, {request: [0, 9], headers: {}}]}
+collector_requests: {max_concurrent: 0}
+spans: {every: {kind: SERVER, parentId: {absent: true}}}
+"#);
+        let f = fails(&checks);
+        let text = format!("{f:#?}");
+        assert!(
+            text.contains("own x-b3-traceid") && text.contains("1 repeated"),
+            "{text}"
+        );
+        assert!(
+            text.contains("own x-b3-sampled") && text.contains("own x-missing"),
+            "{text}"
+        );
+        assert!(!text.contains("own x-b3-spanid"), "{text}");
+        assert!(text.contains("no #9"), "{text}");
+        assert!(
+            text.contains("every span") && text.contains("1 mismatch"),
+            "{text}"
+        );
+        assert_eq!(f.len(), 5, "{text}");
+        // Spans outside the run window are a built-in failure.
+        let mut o = obs();
+        o.window_us = Some((2, 3));
+        let mut out = Vec::new();
+        builtin(&o, &mut out);
+        assert!(out
+            .iter()
+            .any(|c| !c.pass && c.detail.contains("outside the run")));
+    }
+
+    #[test]
+    fn crash_lines_fail() {
+        let mut o = obs();
+        o.logs.insert(
+            "gw".into(),
+            "ok\n[critical][wasm] wasm log meshtrace: panic: boom\n".into(),
+        );
+        let mut out = Vec::new();
+        no_crash(&o, &mut out);
+        assert!(!out[0].pass && out[0].detail.contains("panic: boom"));
     }
 
     #[test]

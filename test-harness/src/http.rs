@@ -51,6 +51,102 @@ pub fn send(
     body: &[u8],
     timeout: Duration,
 ) -> Result<Response, String> {
+    let mut stream = connect_and_write(addr, method, path, headers, body, timeout)?;
+    let is_head = method.eq_ignore_ascii_case("HEAD");
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        if let Some(resp) = parse_response(&buf, false, is_head)? {
+            return Ok(resp);
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => {
+                return parse_response(&buf, true, is_head)?.ok_or_else(|| {
+                    format!(
+                        "connection to {addr} closed after {} bytes without a complete response",
+                        buf.len()
+                    )
+                })
+            }
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) => return Err(format!("read from {addr}: {e}")),
+        }
+    }
+}
+
+/// Sends one request and closes the connection without a response, as a client that gives up.
+/// The connection is closed as soon as `reached()` says the request got where it was going (the
+/// upstream app has it), or after `limit` when there is no such barrier. A response, or the proxy
+/// closing the connection, before that is an error, and so is a barrier that is not reached within
+/// `limit`.
+pub fn send_then_abort(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+    limit: Duration,
+    reached: Option<&dyn Fn() -> bool>,
+) -> Result<(), String> {
+    let mut stream = connect_and_write(addr, method, path, headers, body, limit)?;
+    let deadline = std::time::Instant::now() + limit;
+    let mut chunk = [0u8; 512];
+    loop {
+        if reached.is_some_and(|r| r()) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+            return Ok(());
+        }
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+            return match reached {
+                None => Ok(()),
+                Some(_) => Err(format!(
+                    "the request did not reach the upstream within {} ms",
+                    limit.as_millis()
+                )),
+            };
+        }
+        // Wait for a response byte, but look at the barrier again at least every 2 ms.
+        let wait = (deadline - now).min(Duration::from_millis(2));
+        stream
+            .set_read_timeout(Some(wait))
+            .map_err(|e| format!("socket options: {e}"))?;
+        match stream.read(&mut chunk) {
+            Ok(0) => {
+                return Err(format!(
+                    "{addr} closed the connection before the client gave up"
+                ))
+            }
+            Ok(n) => {
+                return Err(format!(
+                    "a response arrived before the client gave up: {:?}",
+                    String::from_utf8_lossy(&chunk[..n])
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                ))
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return Err(format!("read from {addr}: {e}")),
+        }
+    }
+}
+
+/// Connects and writes the request. `Host` is added (`addr`) unless `headers` has one,
+/// `Connection: close` unless present, `Content-Length` when a body is given.
+fn connect_and_write(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+    timeout: Duration,
+) -> Result<TcpStream, String> {
     let sock = resolve(addr)?;
     let mut stream =
         TcpStream::connect_timeout(&sock, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
@@ -78,27 +174,7 @@ pub fn send(
     stream
         .write_all(&wire)
         .map_err(|e| format!("write to {addr}: {e}"))?;
-
-    let is_head = method.eq_ignore_ascii_case("HEAD");
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 16 * 1024];
-    loop {
-        if let Some(resp) = parse_response(&buf, false, is_head)? {
-            return Ok(resp);
-        }
-        match stream.read(&mut chunk) {
-            Ok(0) => {
-                return parse_response(&buf, true, is_head)?.ok_or_else(|| {
-                    format!(
-                        "connection to {addr} closed after {} bytes without a complete response",
-                        buf.len()
-                    )
-                })
-            }
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) => return Err(format!("read from {addr}: {e}")),
-        }
-    }
+    Ok(stream)
 }
 
 /// Convenience GET returning (status, body text).
@@ -212,6 +288,68 @@ fn decode_chunked(mut data: &[u8]) -> Result<Option<Vec<u8>>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server that reads one request, reports it, then answers (or not).
+    fn one_shot_server(answer: bool) -> (String, std::sync::mpsc::Receiver<()>) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let _ = tx.send(());
+            if answer {
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        });
+        (addr, rx)
+    }
+
+    #[test]
+    fn abort_waits_for_the_barrier_and_refuses_responses() {
+        let (addr, rx) = one_shot_server(false);
+        let got = std::cell::Cell::new(false);
+        let reached = || got.get() || rx.try_recv().map(|_| got.set(true)).is_ok();
+        send_then_abort(
+            &addr,
+            "GET",
+            "/",
+            &[],
+            &[],
+            Duration::from_secs(5),
+            Some(&reached),
+        )
+        .unwrap();
+        let (addr, _rx) = one_shot_server(true);
+        let never = || false;
+        let e = send_then_abort(
+            &addr,
+            "GET",
+            "/",
+            &[],
+            &[],
+            Duration::from_secs(5),
+            Some(&never),
+        )
+        .unwrap_err();
+        assert!(e.contains("a response arrived"), "{e}");
+        let (addr, _rx) = one_shot_server(false);
+        let e = send_then_abort(
+            &addr,
+            "GET",
+            "/",
+            &[],
+            &[],
+            Duration::from_millis(50),
+            Some(&never),
+        )
+        .unwrap_err();
+        assert!(e.contains("did not reach"), "{e}");
+        let (addr, _rx) = one_shot_server(false);
+        send_then_abort(&addr, "GET", "/", &[], &[], Duration::from_millis(50), None).unwrap();
+    }
 
     #[test]
     fn parses_content_length() {

@@ -42,7 +42,11 @@ fn parse_args() -> Result<Args, String> {
         hold: false,
     };
     while let Some(arg) = it.next() {
-        let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
+        let mut value = |name: &str| {
+            it.next()
+                .filter(|v| !v.is_empty())
+                .ok_or(format!("{name} needs a non-empty value"))
+        };
         match arg.as_str() {
             "--wasm" => a.wasm = Some(value("--wasm")?.into()),
             "--envoy" => a.envoy = Some(value("--envoy")?.into()),

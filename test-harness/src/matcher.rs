@@ -196,17 +196,28 @@ impl Matcher {
 
     /// `Ok(())` when `actual` matches, else `Err(reason)`.
     pub fn check(&self, actual: Option<&str>, refs: &dyn RefResolver) -> Result<(), String> {
-        let need = |a: Option<&str>| -> Result<String, String> {
+        self.eval(actual, refs).map_err(|f| match f {
+            Fail::Mismatch(e) => e,
+            Fail::BadRef(e) => format!("bad reference: {e}"),
+        })
+    }
+
+    /// Like `check`, but a reference that cannot be resolved (unknown upstream, missing request,
+    /// absent header) is a `BadRef` that `not` and `any` pass on instead of treating it as a
+    /// mismatch: `{not: {ref: ...}}` must not pass because the scenario points at nothing.
+    fn eval(&self, actual: Option<&str>, refs: &dyn RefResolver) -> Result<(), Fail> {
+        let need = |a: Option<&str>| -> Result<String, Fail> {
             a.map(str::to_string)
-                .ok_or_else(|| format!("expected {self}, got absent"))
+                .ok_or_else(|| Fail::Mismatch(format!("expected {self}, got absent")))
         };
+        let mismatch = |e: String| Err(Fail::Mismatch(e));
         match self {
             Matcher::Equals(want) => {
                 let got = need(actual)?;
                 if &got == want {
                     Ok(())
                 } else {
-                    Err(format!("expected {want:?}, got {got:?}"))
+                    mismatch(format!("expected {want:?}, got {got:?}"))
                 }
             }
             Matcher::Regex(re) => {
@@ -214,7 +225,7 @@ impl Matcher {
                 if re.is_match(&got) {
                     Ok(())
                 } else {
-                    Err(format!("expected /{}/, got {got:?}", re.as_str()))
+                    mismatch(format!("expected /{}/, got {got:?}", re.as_str()))
                 }
             }
             Matcher::Contains(s) => {
@@ -222,7 +233,7 @@ impl Matcher {
                 if got.contains(s.as_str()) {
                     Ok(())
                 } else {
-                    Err(format!("expected to contain {s:?}, got {got:?}"))
+                    mismatch(format!("expected to contain {s:?}, got {got:?}"))
                 }
             }
             Matcher::OneOf(opts) => {
@@ -230,53 +241,55 @@ impl Matcher {
                 if opts.contains(&got) {
                     Ok(())
                 } else {
-                    Err(format!("expected one of {opts:?}, got {got:?}"))
+                    mismatch(format!("expected one of {opts:?}, got {got:?}"))
                 }
             }
             Matcher::Absent => match actual {
                 None => Ok(()),
-                Some(v) => Err(format!("expected absent, got {v:?}")),
+                Some(v) => mismatch(format!("expected absent, got {v:?}")),
             },
             Matcher::Present => need(actual).map(|_| ()),
             Matcher::Ref(r) => {
-                let want = refs
-                    .resolve(r)?
-                    .ok_or_else(|| format!("ref {r} points at a header that is absent"))?;
+                let want = refs.resolve(r).map_err(Fail::BadRef)?.ok_or_else(|| {
+                    Fail::BadRef(format!("ref {r} points at a header that is absent"))
+                })?;
                 let got = need(actual)?;
                 if got == want {
                     Ok(())
                 } else {
-                    Err(format!("expected {want:?} (ref {r}), got {got:?}"))
+                    mismatch(format!("expected {want:?} (ref {r}), got {got:?}"))
                 }
             }
             Matcher::Fmt(t) => {
-                let want = expand_refs(t, refs)?;
+                let want = expand_refs(t, refs).map_err(Fail::BadRef)?;
                 let got = need(actual)?;
                 if got == want {
                     Ok(())
                 } else {
-                    Err(format!("expected {want:?} (fmt {t:?}), got {got:?}"))
+                    mismatch(format!("expected {want:?} (fmt {t:?}), got {got:?}"))
                 }
             }
-            Matcher::Not(inner) => match inner.check(actual, refs) {
-                Ok(()) => Err(format!("expected not({inner}), got {}", show(actual))),
-                Err(_) => Ok(()),
+            Matcher::Not(inner) => match inner.eval(actual, refs) {
+                Ok(()) => mismatch(format!("expected not({inner}), got {}", show(actual))),
+                Err(Fail::Mismatch(_)) => Ok(()),
+                Err(bad @ Fail::BadRef(_)) => Err(bad),
             },
             Matcher::All(ms) => {
                 for m in ms {
-                    m.check(actual, refs)?;
+                    m.eval(actual, refs)?;
                 }
                 Ok(())
             }
             Matcher::Any(ms) => {
                 let mut reasons = Vec::new();
                 for m in ms {
-                    match m.check(actual, refs) {
+                    match m.eval(actual, refs) {
                         Ok(()) => return Ok(()),
-                        Err(e) => reasons.push(e),
+                        Err(Fail::Mismatch(e)) => reasons.push(e),
+                        Err(bad @ Fail::BadRef(_)) => return Err(bad),
                     }
                 }
-                Err(format!(
+                mismatch(format!(
                     "none of any({}) matched {}: {}",
                     join(ms),
                     show(actual),
@@ -285,6 +298,13 @@ impl Matcher {
             }
         }
     }
+}
+
+/// Why a value did not match.
+enum Fail {
+    Mismatch(String),
+    /// The matcher refers to something that does not exist: always a failure.
+    BadRef(String),
 }
 
 /// Replaces every `{{<ref>}}` in `template` with the referenced header value.
@@ -380,6 +400,19 @@ mod tests {
         assert!(m("{fmt: '{{app/0/x-b3-parentspanid}}'}")
             .check(Some(""), &refs)
             .is_err());
+        // A reference to nothing fails even under `not` and `any`.
+        for bad in [
+            "{not: {ref: app/0/x-b3-parentspanid}}",
+            "{not: {ref: app/9/x}}",
+            "{any: [{ref: app/9/x}, {present: true}]}",
+            "{all: [{present: true}, {not: {fmt: '{{app/9/x}}'}}]}",
+        ] {
+            let e = m(bad).check(Some("x"), &refs).unwrap_err();
+            assert!(e.contains("bad reference"), "{bad}: {e}");
+        }
+        assert!(m("{not: {ref: app/0/x-b3-traceid}}")
+            .check(Some("abd"), &refs)
+            .is_ok());
     }
 
     #[test]

@@ -312,6 +312,7 @@ pub fn write_envoy_config(
             zipkin,
             wasm_path: tools.wasm_abs().display().to_string(),
             plugin: plugin_of(e),
+            node: node_json(e),
         },
     )?;
     let text = serde_yaml::to_string(&doc).map_err(|e| e.to_string())?;
@@ -329,78 +330,66 @@ pub fn write_envoy_config(
     .map_err(|e| format!("write {}: {e}", path.display()))
 }
 
-fn execute(
-    sc: &Scenario,
+/// The bootstrap `node:` block for an Envoy, if the scenario gives one.
+fn node_json(e: &EnvoySpec) -> Option<serde_json::Value> {
+    let n = e.node.as_ref()?;
+    let mut m = serde_json::Map::new();
+    if let Some(id) = &n.id {
+        m.insert("id".into(), id.clone().into());
+    }
+    if let Some(c) = &n.cluster {
+        m.insert("cluster".into(), c.clone().into());
+    }
+    if let Some(md) = &n.metadata {
+        m.insert("metadata".into(), md.clone());
+    }
+    Some(serde_json::Value::Object(m))
+}
+
+fn launch_envoy(
     tools: &Tools,
     run_dir: &Path,
-    outcome: &mut Outcome,
-    on_live: &mut dyn FnMut(&Live),
-) -> (Observations, bool) {
-    let mut obs = Observations::default();
-    let checks = &mut outcome.checks;
-    let routes: RouteTable = RouteTable::default();
-    let mut collector = Collector::new(&sc.collector);
-    let mut upstreams: BTreeMap<String, UpstreamServer> = BTreeMap::new();
-    for u in &sc.upstreams {
-        match UpstreamServer::start(u, routes.clone()) {
-            Ok(s) => {
-                upstreams.insert(u.name.clone(), s);
-            }
-            Err(e) => {
-                checks.push(Check::fail(format!("upstream {} started", u.name), e));
-                return (obs, true);
-            }
-        }
-    }
+    e: &EnvoySpec,
+    app: SocketAddr,
+    zipkin: SocketAddr,
+) -> Result<EnvoyProcess, String> {
+    let dir = run_dir.join(sanitize(&e.name));
+    let cfg = dir.join("envoy.yaml");
+    write_envoy_config(tools, e, app, zipkin, &cfg)?;
+    let name = sanitize(&e.name);
+    EnvoyProcess::spawn(&Launch {
+        service_node: match e.node.as_ref().and_then(|n| n.id.as_ref()) {
+            Some(_) => None,
+            None => Some(name.clone()),
+        },
+        name,
+        config_path: cfg,
+        work_dir: dir,
+        envoy_bin: tools.envoy_bin(),
+        func_e_bin: tools.func_e.clone(),
+        concurrency: e.concurrency.unwrap_or(1),
+        component_log_level: e
+            .log_level
+            .clone()
+            .unwrap_or_else(|| "wasm:debug".to_string()),
+        extra_args: e.extra_args.clone(),
+    })
+}
 
-    // Launch every Envoy, then wait for all of them.
-    let mut started: Vec<Started> = Vec::new();
-    for e in &sc.envoys {
-        let up = sc.upstream_of(e);
-        obs.envoy_upstream.insert(e.name.clone(), up.clone());
-        let app = match up.as_ref().and_then(|u| upstreams.get(u)) {
-            Some(s) => Ok(s.addr),
-            None => closed_port().map_err(|e| e.to_string()),
-        };
-        let launch = app
-            .and_then(|app| Ok((app, collector.endpoint_for(&e.name)?)))
-            .and_then(|(app, zipkin)| {
-                let dir = run_dir.join(sanitize(&e.name));
-                let cfg = dir.join("envoy.yaml");
-                write_envoy_config(tools, e, app, zipkin, &cfg)?;
-                Ok(Launch {
-                    name: sanitize(&e.name),
-                    config_path: cfg,
-                    work_dir: dir,
-                    envoy_bin: tools.envoy_bin(),
-                    func_e_bin: tools.func_e.clone(),
-                    concurrency: e.concurrency.unwrap_or(1),
-                    component_log_level: e
-                        .log_level
-                        .clone()
-                        .unwrap_or_else(|| "wasm:debug".to_string()),
-                    extra_args: e.extra_args.clone(),
-                })
-            })
-            .and_then(|l| EnvoyProcess::spawn(&l));
-        match launch {
-            Ok(proc) => started.push(Started {
-                spec: e.clone(),
-                proc,
-                ready: false,
-            }),
-            Err(err) => {
-                checks.push(Check::fail(format!("envoy {} launched", e.name), err));
-                return (obs, true);
-            }
-        }
-    }
+/// Waits for each of `started` to become ready (or to exit, for `expect_start_failure`),
+/// recording checks and listener addresses. Returns true when the run must be aborted.
+fn wait_started(
+    started: &mut [Started],
+    routes: &RouteTable,
+    checks: &mut Vec<Check>,
+    log_dirs: &mut BTreeMap<String, PathBuf>,
+) -> bool {
     let mut abort = false;
-    for s in &mut started {
+    for s in started {
         let name = s.spec.name.clone();
         let outcome_ = s.proc.wait_ready(Duration::from_secs(30));
         if let Some(d) = s.proc.run_log_dir() {
-            outcome.envoy_log_dirs.insert(name.clone(), d);
+            log_dirs.insert(name.clone(), d);
         }
         match (outcome_, s.spec.expect_start_failure) {
             (StartOutcome::Ready, false) => match s.proc.listener_addr() {
@@ -467,17 +456,148 @@ fn execute(
             }
         }
     }
+    abort
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or_default()
+}
+
+fn execute(
+    sc: &Scenario,
+    tools: &Tools,
+    run_dir: &Path,
+    outcome: &mut Outcome,
+    on_live: &mut dyn FnMut(&Live),
+) -> (Observations, bool) {
+    let mut obs = Observations::default();
+    let checks = &mut outcome.checks;
+    let routes: RouteTable = RouteTable::default();
+    let mut collector = Collector::new(&sc.collector);
+    let mut upstreams: BTreeMap<String, UpstreamServer> = BTreeMap::new();
+    for u in &sc.upstreams {
+        match UpstreamServer::start(u, routes.clone()) {
+            Ok(s) => {
+                upstreams.insert(u.name.clone(), s);
+            }
+            Err(e) => {
+                checks.push(Check::fail(format!("upstream {} started", u.name), e));
+                return (obs, true);
+            }
+        }
+    }
+    // One collector endpoint per Envoy, made before any Envoy starts: a relay Envoy
+    // (`collector_via`) forwards to the endpoint of the Envoy it relays for.
+    let mut endpoints: BTreeMap<String, SocketAddr> = BTreeMap::new();
+    for e in &sc.envoys {
+        match collector.endpoint_for(&e.name) {
+            Ok(a) => {
+                endpoints.insert(e.name.clone(), a);
+            }
+            Err(err) => {
+                checks.push(Check::fail(
+                    format!("collector endpoint for {}", e.name),
+                    err,
+                ));
+                return (obs, true);
+            }
+        }
+    }
+    let t_start = now_us();
+
+    // Launch every Envoy, then wait for all of them; Envoys that export through a relay Envoy
+    // start in a second wave, once the relay's listener address is known.
+    let mut started: Vec<Started> = Vec::new();
+    // Closed ports the `app` clusters of unreachable upstreams point at, reserved until the end.
+    let mut reserved = Vec::new();
+    let mut abort = false;
+    for wave in [false, true] {
+        let first = started.len();
+        for e in sc
+            .envoys
+            .iter()
+            .filter(|e| e.collector_via.is_some() == wave)
+        {
+            let up = sc.upstream_of(e);
+            obs.envoy_upstream.insert(e.name.clone(), up.clone());
+            let app = match (sc.relayed_by(&e.name), up.as_ref()) {
+                (Some(src), _) => Ok(endpoints[&src.name]),
+                (None, Some(u)) => upstreams
+                    .get(u)
+                    .map(|s| s.addr)
+                    .ok_or_else(|| format!("no upstream {u}")),
+                (None, None) => closed_port().map_err(|e| e.to_string()).map(|p| {
+                    let addr = p.addr;
+                    reserved.push(p);
+                    addr
+                }),
+            };
+            let zipkin = match &e.collector_via {
+                None => Ok(endpoints[&e.name]),
+                Some(via) => routes
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(via)
+                    .copied()
+                    .ok_or_else(|| format!("relay envoy {via} has no listener")),
+            };
+            match app
+                .and_then(|app| Ok((app, zipkin?)))
+                .and_then(|(app, zipkin)| launch_envoy(tools, run_dir, e, app, zipkin))
+            {
+                Ok(proc) => started.push(Started {
+                    spec: e.clone(),
+                    proc,
+                    ready: false,
+                }),
+                Err(err) => {
+                    checks.push(Check::fail(format!("envoy {} launched", e.name), err));
+                    return (obs, true);
+                }
+            }
+        }
+        abort |= wait_started(
+            &mut started[first..],
+            &routes,
+            checks,
+            &mut outcome.envoy_log_dirs,
+        );
+        if abort {
+            break;
+        }
+    }
 
     if !abort {
-        send_requests(sc, &routes, checks);
+        send_requests(sc, &routes, &upstreams, checks);
         let timeout = Duration::from_millis(sc.quiescence_timeout_ms.unwrap_or(15_000));
         checks.push(wait_quiescent(&started, timeout));
+        obs.window_us = Some((t_start, now_us()));
         for s in started.iter().filter(|s| s.ready) {
+            let name = s.spec.name.clone();
             match s.proc.stats("meshtrace") {
                 Ok(st) => {
-                    obs.metrics.insert(s.spec.name.clone(), st);
+                    obs.metrics.insert(name.clone(), st);
                 }
-                Err(e) => checks.push(Check::fail(format!("stats of {}", s.spec.name), e)),
+                Err(e) => checks.push(Check::fail(format!("stats of {name}"), e)),
+            }
+            if sc.expect.prometheus.contains_key(&name) {
+                match s.proc.prometheus() {
+                    Ok(text) => {
+                        obs.prometheus.insert(name.clone(), text);
+                    }
+                    Err(e) => checks.push(Check::fail(format!("/stats/prometheus of {name}"), e)),
+                }
+            }
+            if sc.expect.envoy_stats.contains_key(&name) {
+                match s.proc.stats("") {
+                    Ok(st) => {
+                        obs.all_stats.insert(name.clone(), st);
+                    }
+                    Err(e) => checks.push(Check::fail(format!("stats of {name}"), e)),
+                }
             }
         }
         let live = Live {
@@ -509,6 +629,7 @@ fn execute(
         obs.upstreams.insert(name.clone(), u.records());
     }
     obs.posts = collector.posts();
+    obs.collector_max_concurrent = collector.max_concurrent();
     for p in &obs.posts {
         if let Ok(list) = &p.spans {
             for s in list {
@@ -518,6 +639,7 @@ fn execute(
     }
     drop(upstreams);
     drop(collector);
+    drop(reserved);
     (obs, abort)
 }
 
@@ -536,7 +658,12 @@ fn request_headers(r: &RequestSpec) -> Vec<(String, String)> {
     hs
 }
 
-fn send_requests(sc: &Scenario, routes: &RouteTable, checks: &mut Vec<Check>) {
+fn send_requests(
+    sc: &Scenario,
+    routes: &RouteTable,
+    upstreams: &BTreeMap<String, UpstreamServer>,
+    checks: &mut Vec<Check>,
+) {
     for (i, r) in sc.requests.iter().enumerate() {
         let addr = routes
             .lock()
@@ -564,32 +691,77 @@ fn send_requests(sc: &Scenario, routes: &RouteTable, checks: &mut Vec<Check>) {
             checks.push(Check::fail(label, "no listener address for this envoy"));
             continue;
         };
+        if let Some(ms) = r.max_ms {
+            label.push_str(&format!(" within {ms} ms"));
+        }
+        // The app behind this Envoy: an aborted request is cut off once it has arrived there.
+        let app = sc
+            .envoy(&r.via)
+            .and_then(|e| sc.upstream_of(e))
+            .and_then(|u| upstreams.get(&u));
+        if r.abort_after_ms.is_some() {
+            label.push_str(match app {
+                Some(_) => " (client gives up once the upstream has it)",
+                None => " (client gives up)",
+            });
+        }
         let hs = request_headers(r);
         let body = r.body.clone().unwrap_or_default();
         let mut tally: BTreeMap<String, u32> = BTreeMap::new();
         let mut ok = true;
+        let mut slowest = Duration::ZERO;
         for _ in 0..r.repeat {
-            let res = http::send(
-                &addr.to_string(),
-                &r.method,
-                &r.path,
-                &hs,
-                body.as_bytes(),
-                Duration::from_secs(15),
-            );
-            let key = match res {
-                Ok(resp) => {
-                    if r.expect_status.is_some_and(|s| s != resp.status) {
+            let t0 = Instant::now();
+            let key = if let Some(ms) = r.abort_after_ms {
+                let before = app.map(UpstreamServer::count);
+                let reached = || match (app, before) {
+                    (Some(a), Some(n)) => a.count() > n,
+                    _ => false,
+                };
+                match http::send_then_abort(
+                    &addr.to_string(),
+                    &r.method,
+                    &r.path,
+                    &hs,
+                    body.as_bytes(),
+                    Duration::from_millis(ms),
+                    app.map(|_| &reached as &dyn Fn() -> bool),
+                ) {
+                    Ok(()) => "aborted without a response".to_string(),
+                    Err(e) => {
                         ok = false;
+                        e
                     }
-                    resp.status.to_string()
                 }
-                Err(e) => {
-                    ok = false;
-                    format!("transport error: {e}")
+            } else {
+                let res = http::send(
+                    &addr.to_string(),
+                    &r.method,
+                    &r.path,
+                    &hs,
+                    body.as_bytes(),
+                    Duration::from_secs(15),
+                );
+                slowest = slowest.max(t0.elapsed());
+                match res {
+                    Ok(resp) => {
+                        if r.expect_status.is_some_and(|s| s != resp.status) {
+                            ok = false;
+                        }
+                        resp.status.to_string()
+                    }
+                    Err(e) => {
+                        ok = false;
+                        format!("transport error: {e}")
+                    }
                 }
             };
             *tally.entry(key).or_default() += 1;
+        }
+        if let Some(ms) = r.max_ms {
+            if slowest > Duration::from_millis(ms) {
+                ok = false;
+            }
         }
         let detail = tally
             .iter()
@@ -602,6 +774,11 @@ fn send_requests(sc: &Scenario, routes: &RouteTable, checks: &mut Vec<Check>) {
             })
             .collect::<Vec<_>>()
             .join(", ");
+        let detail = if r.max_ms.is_some() {
+            format!("{detail}; slowest {} ms", slowest.as_millis())
+        } else {
+            detail
+        };
         checks.push(Check::new(ok, label, detail));
     }
 }

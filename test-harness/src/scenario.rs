@@ -72,6 +72,26 @@ pub struct EnvoySpec {
     /// Extra Envoy command-line arguments.
     #[serde(default)]
     pub extra_args: Vec<String>,
+    /// The bootstrap `node:` (id, cluster, metadata). With an `id`, `--service-node` is not passed.
+    #[serde(default)]
+    pub node: Option<NodeSpec>,
+    /// Export through another Envoy: this Envoy's `zipkin` cluster points at the listener of the
+    /// named Envoy, whose `app` cluster points at this Envoy's collector endpoint.
+    #[serde(default)]
+    pub collector_via: Option<String>,
+}
+
+/// The Envoy bootstrap `node:` block (what Istio's agent fills in).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSpec {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub cluster: Option<String>,
+    /// Node metadata, e.g. `{WORKLOAD_NAME: reviews-v1, NAMESPACE: bookinfo}`.
+    #[serde(default)]
+    pub metadata: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -83,6 +103,24 @@ pub struct UpstreamSpec {
     /// Response body for ordinary routes (default `ok from <name>\n`).
     #[serde(default)]
     pub body: Option<String>,
+    /// Canned responses by path prefix (the first match wins; checked before the built-in routes).
+    #[serde(default)]
+    pub responses: Vec<CannedResponse>,
+}
+
+/// A fixed response for requests whose path starts with `when_path_prefix`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CannedResponse {
+    pub when_path_prefix: String,
+    #[serde(default = "default_status")]
+    pub status: u16,
+    /// Response headers (a list value sends the header once per element).
+    #[serde(default)]
+    pub headers: HeaderList,
+    /// Response body (default empty).
+    #[serde(default)]
+    pub body: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -129,6 +167,10 @@ impl Default for CollectorSpec {
 
 fn default_collector_status() -> u16 {
     202
+}
+
+fn default_status() -> u16 {
+    200
 }
 
 fn default_path() -> String {
@@ -204,6 +246,14 @@ pub struct RequestSpec {
     pub repeat: u32,
     #[serde(default)]
     pub expect_status: Option<u16>,
+    /// Every response must be complete within this many milliseconds.
+    #[serde(default)]
+    pub max_ms: Option<u64>,
+    /// Send the request and close the connection without a response (a client that gives up): as
+    /// soon as the Envoy's upstream app has received it, at most this many milliseconds (without
+    /// an upstream, after this many milliseconds). A response that arrives first fails the request.
+    #[serde(default)]
+    pub abort_after_ms: Option<u64>,
     /// Free text shown in the report.
     #[serde(default)]
     pub note: Option<String>,
@@ -235,10 +285,11 @@ impl std::fmt::Display for CountSpec {
     }
 }
 
-/// A request index at an upstream, or `all`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A request index at an upstream, a list of indices, or `all`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RequestSel {
     Index(usize),
+    List(Vec<usize>),
     All,
 }
 
@@ -251,8 +302,14 @@ impl<'de> Deserialize<'de> for RequestSel {
             Value::Number(n) if n.as_u64().is_some() => {
                 Ok(RequestSel::Index(n.as_u64().unwrap_or_default() as usize))
             }
+            Value::Sequence(items) if !items.is_empty() => items
+                .iter()
+                .map(|i| i.as_u64().map(|n| n as usize))
+                .collect::<Option<Vec<usize>>>()
+                .map(RequestSel::List)
+                .ok_or_else(|| D::Error::custom("request list entries must be indices")),
             _ => Err(D::Error::custom(format!(
-                "request must be an index or \"all\", got {v:?}"
+                "request must be an index, a list of indices or \"all\", got {v:?}"
             ))),
         }
     }
@@ -262,6 +319,14 @@ impl std::fmt::Display for RequestSel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RequestSel::Index(i) => write!(f, "#{i}"),
+            RequestSel::List(l) => write!(
+                f,
+                "#{}",
+                l.iter()
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",#")
+            ),
             RequestSel::All => write!(f, "all"),
         }
     }
@@ -329,6 +394,9 @@ pub struct SpansExpect {
     pub matchers: Vec<SpanMatcher>,
     #[serde(default)]
     pub all_tags: BTreeMap<String, Matcher>,
+    /// A span matcher (without `parent`) that every span must satisfy.
+    #[serde(default)]
+    pub every: Option<SpanMatcher>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -338,6 +406,9 @@ pub struct LogExpect {
     pub contains: Vec<String>,
     #[serde(default)]
     pub not_contains: Vec<String>,
+    /// Regexes that must each match at least one log line.
+    #[serde(default)]
+    pub matches: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -350,6 +421,12 @@ pub struct CollectorExpect {
     /// Every export request carries at most this many spans.
     #[serde(default)]
     pub max_spans_per_request: Option<u64>,
+    /// Every export request carries this many spans (exact or [lo, hi]).
+    #[serde(default)]
+    pub spans_per_request: Option<CountSpec>,
+    /// Most export requests the collector held open (received, not yet answered) at one time.
+    #[serde(default)]
+    pub max_concurrent: Option<CountSpec>,
     #[serde(default)]
     pub path: Option<Matcher>,
     #[serde(default)]
@@ -395,6 +472,23 @@ pub struct Expect {
     pub logs: BTreeMap<String, LogExpect>,
     #[serde(default)]
     pub collector_requests: Option<CollectorExpect>,
+    /// Counters in `/stats/prometheus`, by suffix: `spans_sampled: 1` needs the exact line
+    /// `meshtrace_spans_sampled{} 1` (and `# TYPE meshtrace_spans_sampled counter`).
+    #[serde(default)]
+    pub prometheus: BTreeMap<String, BTreeMap<String, CountSpec>>,
+    /// Headers that every request an upstream received carries, each value different.
+    #[serde(default)]
+    pub upstream_unique: BTreeMap<String, NameList>,
+    /// Any Envoy stat: the sum of the stats whose full name matches `name_re`.
+    #[serde(default)]
+    pub envoy_stats: BTreeMap<String, Vec<StatExpect>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatExpect {
+    pub name_re: String,
+    pub value: CountSpec,
 }
 
 impl Scenario {
@@ -416,7 +510,7 @@ impl Scenario {
 
     /// The upstream name the envoy's `app` cluster points at (None when unreachable/absent).
     pub fn upstream_of(&self, envoy: &EnvoySpec) -> Option<String> {
-        if envoy.upstream_unreachable {
+        if envoy.upstream_unreachable || self.relayed_by(&envoy.name).is_some() {
             return None;
         }
         if let Some(u) = &envoy.upstream {
@@ -426,6 +520,13 @@ impl Scenario {
             return Some(self.upstreams[0].name.clone());
         }
         None
+    }
+
+    /// The Envoy whose exports `relay` forwards (its `collector_via` names `relay`).
+    pub fn relayed_by(&self, relay: &str) -> Option<&EnvoySpec> {
+        self.envoys
+            .iter()
+            .find(|e| e.collector_via.as_deref() == Some(relay))
     }
 
     /// Cross-reference checks.
@@ -455,6 +556,7 @@ impl Scenario {
                 }
             } else if !e.upstream_unreachable
                 && !e.expect_start_failure
+                && self.relayed_by(&e.name).is_none()
                 && self.upstreams.len() != 1
             {
                 errs.push(format!(
@@ -475,7 +577,58 @@ impl Scenario {
                 }
             }
         }
+        let mut relays = BTreeSet::new();
+        for e in &self.envoys {
+            if let Some(meta) = e.node.as_ref().and_then(|n| n.metadata.as_ref()) {
+                if !meta.is_object() {
+                    errs.push(format!("envoy {}: node.metadata must be a map", e.name));
+                }
+            }
+            let Some(via) = &e.collector_via else {
+                continue;
+            };
+            match self.envoy(via) {
+                None => errs.push(format!("envoy {}: collector_via {via} unknown", e.name)),
+                Some(r) => {
+                    if r.name == e.name || r.collector_via.is_some() {
+                        errs.push(format!(
+                            "envoy {}: collector_via {via} must be another Envoy that exports directly",
+                            e.name
+                        ));
+                    }
+                    if r.upstream.is_some() || r.upstream_unreachable {
+                        errs.push(format!(
+                            "envoy {via}: relays {}'s exports, so it takes no upstream",
+                            e.name
+                        ));
+                    }
+                    if r.expect_start_failure || e.expect_start_failure {
+                        errs.push(format!(
+                            "envoy {}: collector_via and expect_start_failure do not mix",
+                            e.name
+                        ));
+                    }
+                }
+            }
+            if !relays.insert(via.as_str()) {
+                errs.push(format!("envoy {via} relays for more than one Envoy"));
+            }
+            if self.collector.mode == CollectorMode::Down {
+                errs.push(format!(
+                    "envoy {}: collector_via needs the collector up",
+                    e.name
+                ));
+            }
+        }
         for u in &self.upstreams {
+            for c in &u.responses {
+                if !c.when_path_prefix.starts_with('/') {
+                    errs.push(format!(
+                        "upstream {}: responses.when_path_prefix must start with /",
+                        u.name
+                    ));
+                }
+            }
             if let Some(n) = &u.next {
                 if !envoy_names.contains(n.envoy.as_str()) {
                     errs.push(format!(
@@ -489,6 +642,11 @@ impl Scenario {
             if self.envoy(&r.via).is_none() {
                 errs.push(format!("request #{i}: unknown envoy {}", r.via));
             }
+            if r.abort_after_ms.is_some() && (r.expect_status.is_some() || r.max_ms.is_some()) {
+                errs.push(format!(
+                    "request #{i}: abort_after_ms expects no response, so no expect_status/max_ms"
+                ));
+            }
         }
         let ex = &self.expect;
         let up_keys = ex
@@ -496,13 +654,34 @@ impl Scenario {
             .keys()
             .chain(ex.upstream_requests.keys())
             .chain(ex.upstream_sampled_between.keys())
+            .chain(ex.upstream_unique.keys())
             .chain(ex.sampled_matches_spans.0.iter());
         for k in up_keys {
             if !up_names.contains(k.as_str()) {
                 errs.push(format!("expect: unknown upstream {k}"));
             }
         }
-        let mut envoy_keys: Vec<&String> = ex.metrics.keys().chain(ex.logs.keys()).collect();
+        let mut envoy_keys: Vec<&String> = ex
+            .metrics
+            .keys()
+            .chain(ex.logs.keys())
+            .chain(ex.prometheus.keys())
+            .chain(ex.envoy_stats.keys())
+            .collect();
+        for (envoy, list) in &ex.envoy_stats {
+            for st in list {
+                if let Err(e) = regex::Regex::new(&st.name_re) {
+                    errs.push(format!("expect.envoy_stats.{envoy}: bad name_re: {e}"));
+                }
+            }
+        }
+        for (envoy, le) in &ex.logs {
+            for re in &le.matches {
+                if let Err(e) = regex::Regex::new(re) {
+                    errs.push(format!("expect.logs.{envoy}.matches: bad regex: {e}"));
+                }
+            }
+        }
         if let Some(sp) = &ex.spans {
             envoy_keys.extend(sp.per_envoy.keys());
             for (i, m) in sp.matchers.iter().enumerate() {
@@ -511,6 +690,9 @@ impl Scenario {
                         errs.push(format!("expect.spans.match[{i}]: bad parent index {p}"));
                     }
                 }
+            }
+            if sp.every.as_ref().is_some_and(|m| m.parent.is_some()) {
+                errs.push("expect.spans.every: `parent` needs a match list".to_string());
             }
             if sp.count.is_some() && sp.count_between.is_some() {
                 errs.push("expect.spans: count and count_between are exclusive".to_string());
@@ -597,13 +779,63 @@ expect:
         Scenario::from_yaml(crate::demo::DEMO_YAML).unwrap();
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
         let mut n = 0;
+        let mut names = BTreeSet::new();
         for e in std::fs::read_dir(dir).unwrap().flatten() {
             if e.path().extension().is_some_and(|x| x == "yaml") {
-                Scenario::load(&e.path()).unwrap();
+                let sc = Scenario::load(&e.path()).unwrap();
+                let stem = e.path().file_stem().unwrap().to_string_lossy().into_owned();
+                assert_eq!(sc.name, stem, "scenario name = file name");
+                assert!(names.insert(sc.name), "duplicate scenario name {stem}");
                 n += 1;
             }
         }
-        assert!(n >= 20, "only {n} scenarios");
+        assert!(n >= 30, "only {n} scenarios");
+    }
+
+    #[test]
+    fn new_schema_parts_parse_and_validate() {
+        let sc = Scenario::from_yaml(
+            r#"
+name: t
+envoys:
+  - {name: gw, config: gateway, collector_via: rel, node: {id: n, metadata: {NAMESPACE: ns}}}
+  - {name: rel, config: sidecar-inbound}
+upstreams:
+  - name: app
+    responses: [{when_path_prefix: /g, headers: {grpc-status: "13"}}]
+requests:
+  - {via: gw, abort_after_ms: 50}
+  - {via: gw, max_ms: 100}
+expect:
+  upstream_headers: {app: [{request: [0, 2], headers: {x-a: "1"}}]}
+  upstream_unique: {app: x-b3-traceid}
+  prometheus: {gw: {spans_sampled: 1}}
+  envoy_stats: {gw: [{name_re: "^listener", value: [1, 2]}]}
+  collector_requests: {max_concurrent: 2, spans_per_request: [1, 5]}
+  spans: {every: {kind: SERVER}}
+"#,
+        )
+        .unwrap();
+        assert_eq!(sc.relayed_by("rel").unwrap().name, "gw");
+        assert_eq!(
+            sc.upstream_of(&sc.envoys[1]),
+            None,
+            "a relay has no app upstream"
+        );
+        assert_eq!(sc.upstreams[0].responses[0].status, 200);
+        assert_eq!(
+            sc.expect.upstream_headers["app"][0].request,
+            RequestSel::List(vec![0, 2])
+        );
+        let bad = |yaml: &str| Scenario::from_yaml(yaml).unwrap_err();
+        let e = bad("name: t\nenvoys: [{name: gw, config: gateway, collector_via: gw}]\n");
+        assert!(e.contains("another Envoy"), "{e}");
+        let e = bad("name: t\nenvoys: [{name: gw, config: gateway, upstream_unreachable: true}]\nrequests: [{via: gw, abort_after_ms: 5, expect_status: 200}]\n");
+        assert!(e.contains("abort_after_ms"), "{e}");
+        let e = bad("name: t\nenvoys: [{name: gw, config: gateway, upstream_unreachable: true, node: {metadata: [1]}}]\n");
+        assert!(e.contains("node.metadata"), "{e}");
+        let e = bad("name: t\nenvoys: [{name: gw, config: gateway, upstream_unreachable: true}]\nexpect: {logs: {gw: {matches: ['(']}}}\n");
+        assert!(e.contains("bad regex"), "{e}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use crate::http;
 use crate::scenario::{CollectorSpec, UpstreamSpec};
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -54,12 +54,53 @@ impl RecordedRequest {
     }
 }
 
-/// A port nothing listens on (bound, read, closed).
-pub fn closed_port() -> std::io::Result<SocketAddr> {
-    let l = TcpListener::bind("127.0.0.1:0")?;
-    let addr = l.local_addr()?;
-    drop(l);
-    Ok(addr)
+/// A port nothing listens on, reserved for as long as the value lives: the socket is bound but
+/// never listens, so connections to it are refused, and no other socket (an Envoy listener, an
+/// upstream) can be given the port in the meantime, as could happen to a port that was merely
+/// bound and closed again.
+pub struct ClosedPort {
+    pub addr: SocketAddr,
+    _fd: std::os::fd::OwnedFd,
+}
+
+pub fn closed_port() -> std::io::Result<ClosedPort> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: plain socket(2)/bind(2)/getsockname(2) calls on a descriptor owned right away by an
+    // OwnedFd; the sockaddr structs are fully initialised and passed with their exact sizes.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let owned = OwnedFd::from_raw_fd(fd);
+        let mut sa: libc::sockaddr_in = std::mem::zeroed();
+        sa.sin_family = libc::AF_INET as libc::sa_family_t;
+        sa.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+        sa.sin_port = 0;
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        if libc::bind(
+            fd,
+            &sa as *const libc::sockaddr_in as *const libc::sockaddr,
+            len,
+        ) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut out: libc::sockaddr_in = std::mem::zeroed();
+        let mut out_len = len;
+        if libc::getsockname(
+            fd,
+            &mut out as *mut libc::sockaddr_in as *mut libc::sockaddr,
+            &mut out_len,
+        ) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(ClosedPort {
+            addr: SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, u16::from_be(out.sin_port))),
+            _fd: owned,
+        })
+    }
 }
 
 fn record(req: &mut tiny_http::Request) -> RecordedRequest {
@@ -85,10 +126,21 @@ fn record(req: &mut tiny_http::Request) -> RecordedRequest {
 }
 
 fn respond(req: tiny_http::Request, status: u16, body: String) {
+    respond_with(
+        req,
+        status,
+        &[("content-type".to_string(), "text/plain".to_string())],
+        body,
+    );
+}
+
+fn respond_with(req: tiny_http::Request, status: u16, headers: &[(String, String)], body: String) {
     let mut resp =
         tiny_http::Response::from_string(body).with_status_code(tiny_http::StatusCode(status));
-    if let Ok(h) = tiny_http::Header::from_bytes(&b"content-type"[..], &b"text/plain"[..]) {
-        resp = resp.with_header(h);
+    for (k, v) in headers {
+        if let Ok(h) = tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()) {
+            resp.add_header(h);
+        }
     }
     let _ = req.respond(resp);
 }
@@ -137,6 +189,11 @@ impl UpstreamServer {
             records,
             thread: Some(thread),
         })
+    }
+
+    /// How many requests this upstream has received so far.
+    pub fn count(&self) -> usize {
+        self.records.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     pub fn records(&self) -> Vec<RecordedRequest> {
@@ -198,6 +255,14 @@ fn handle(
             }
         }
     }
+    if let Some(c) = spec
+        .responses
+        .iter()
+        .find(|c| path_only.starts_with(c.when_path_prefix.as_str()))
+    {
+        respond_with(req, c.status, &c.headers.0, c.body.clone());
+        return;
+    }
     let mut status = 200u16;
     let mut body = spec
         .body
@@ -247,6 +312,10 @@ pub struct ExportPost {
 pub struct Collector {
     spec: CollectorSpec,
     posts: Arc<Mutex<Vec<ExportPost>>>,
+    /// (requests received and not yet answered, the most there ever were).
+    open: Arc<Mutex<(u64, u64)>>,
+    /// The refused endpoints of a collector that is down, reserved until the collector is dropped.
+    closed: Vec<ClosedPort>,
     servers: Vec<(Arc<tiny_http::Server>, JoinHandle<()>)>,
 }
 
@@ -255,6 +324,8 @@ impl Collector {
         Collector {
             spec: spec.clone(),
             posts: Arc::default(),
+            open: Arc::default(),
+            closed: Vec::new(),
             servers: Vec::new(),
         }
     }
@@ -262,7 +333,10 @@ impl Collector {
     /// A new endpoint for `envoy`, or a closed port when the collector is down.
     pub fn endpoint_for(&mut self, envoy: &str) -> Result<SocketAddr, String> {
         if self.spec.mode == crate::scenario::CollectorMode::Down {
-            return closed_port().map_err(|e| e.to_string());
+            let port = closed_port().map_err(|e| e.to_string())?;
+            let addr = port.addr;
+            self.closed.push(port);
+            return Ok(addr);
         }
         let server = Arc::new(
             tiny_http::Server::http("127.0.0.1:0")
@@ -273,9 +347,15 @@ impl Collector {
             .to_ip()
             .ok_or("collector: no IP listen address")?;
         let (srv, posts, envoy) = (server.clone(), self.posts.clone(), envoy.to_string());
+        let open = self.open.clone();
         let (status, delay) = (self.spec.status, self.spec.delay_ms);
         let t = std::thread::spawn(move || {
             for mut req in srv.incoming_requests() {
+                {
+                    let mut o = open.lock().unwrap_or_else(|p| p.into_inner());
+                    o.0 += 1;
+                    o.1 = o.1.max(o.0);
+                }
                 let rec = record(&mut req);
                 let spans = parse_spans(&rec.body);
                 posts
@@ -286,9 +366,16 @@ impl Collector {
                         request: rec,
                         spans,
                     });
+                let open = open.clone();
                 std::thread::spawn(move || {
                     if delay > 0 {
                         std::thread::sleep(Duration::from_millis(delay));
+                    }
+                    // Counted as answered just before the answer is written, so the proxy cannot
+                    // see the answer (and send the next request) while it still counts as open.
+                    {
+                        let mut o = open.lock().unwrap_or_else(|p| p.into_inner());
+                        o.0 = o.0.saturating_sub(1);
                     }
                     respond(req, status, String::new());
                 });
@@ -296,6 +383,11 @@ impl Collector {
         });
         self.servers.push((server, t));
         Ok(addr)
+    }
+
+    /// The most export requests that were open (received, not yet answered) at one time.
+    pub fn max_concurrent(&self) -> u64 {
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).1
     }
 
     pub fn posts(&self) -> Vec<ExportPost> {
@@ -323,5 +415,27 @@ impl Drop for Collector {
         for (_, t) in self.servers.drain(..) {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closed_port_refuses_and_stays_reserved() {
+        let p = closed_port().unwrap();
+        let e = std::net::TcpStream::connect(p.addr).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+        assert!(
+            std::net::TcpListener::bind(p.addr).is_err(),
+            "port still reserved"
+        );
+        let addr = p.addr;
+        drop(p);
+        assert!(
+            std::net::TcpListener::bind(addr).is_ok(),
+            "released when dropped"
+        );
     }
 }
