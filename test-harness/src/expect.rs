@@ -604,10 +604,9 @@ fn upstream_checks(expect: &Expect, obs: &Observations, out: &mut Vec<Check>) {
     }
 }
 
-/// Field-level check of one span against one matcher (no parent links).
-fn span_field_errors(m: &SpanMatcher, s: &Span, refs: &dyn RefResolver) -> Vec<String> {
-    let mut errs = Vec::new();
-    let fields: [(&str, &Option<Matcher>); 8] = [
+/// The span fields a matcher can name, with the names reports use.
+fn named_fields(m: &SpanMatcher) -> [(&'static str, &Option<Matcher>); 8] {
+    [
         ("traceId", &m.trace_id),
         ("id", &m.id),
         ("parentId", &m.parent_id),
@@ -616,8 +615,13 @@ fn span_field_errors(m: &SpanMatcher, s: &Span, refs: &dyn RefResolver) -> Vec<S
         ("serviceName", &m.service_name),
         ("debug", &m.debug),
         ("envoy", &m.envoy),
-    ];
-    for (f, mm) in fields {
+    ]
+}
+
+/// Field-level check of one span against one matcher (no parent links).
+fn span_field_errors(m: &SpanMatcher, s: &Span, refs: &dyn RefResolver) -> Vec<String> {
+    let mut errs = Vec::new();
+    for (f, mm) in named_fields(m) {
         if let Some(mm) = mm {
             if let Err(e) = mm.check(s.field(f).as_deref(), refs) {
                 errs.push(format!("{f}: {e}"));
@@ -645,17 +649,7 @@ fn span_field_errors(m: &SpanMatcher, s: &Span, refs: &dyn RefResolver) -> Vec<S
 
 fn describe_span_matcher(i: usize, m: &SpanMatcher) -> String {
     let mut parts = Vec::new();
-    let fields: [(&str, &Option<Matcher>); 8] = [
-        ("traceId", &m.trace_id),
-        ("id", &m.id),
-        ("parentId", &m.parent_id),
-        ("kind", &m.kind),
-        ("name", &m.name),
-        ("serviceName", &m.service_name),
-        ("debug", &m.debug),
-        ("envoy", &m.envoy),
-    ];
-    for (f, mm) in fields {
+    for (f, mm) in named_fields(m) {
         if let Some(mm) = mm {
             parts.push(format!("{f}={mm}"));
         }
