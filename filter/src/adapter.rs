@@ -1,6 +1,6 @@
 //! The proxy-wasm adapter: the only module that talks to the host. It gathers inputs for the core,
-//! applies the core's outputs, and turns every host failure into a debug log line plus the
-//! `internal_errors` counter, never into a failed request. SDK trait helpers that unwrap host results
+//! applies the core's outputs, and turns every failed host call into a debug log line plus the
+//! `internal_errors` counter, never into a failed request (missing properties are normal, not errors). SDK trait helpers that unwrap host results
 //! are avoided in favour of `hostcalls`, which return them.
 
 use std::cell::RefCell;
@@ -10,7 +10,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
 
 use crate::buffer::SpanBuffer;
 use crate::config::{self, Config};
@@ -135,10 +135,10 @@ impl RootContext for Root {
             );
             now_ns()
         });
-        if hostcalls::set_tick_period(Duration::from_millis(config.collector.flush_interval_ms))
-            .is_err()
+        if let Err(e) =
+            hostcalls::set_tick_period(Duration::from_millis(config.collector.flush_interval_ms))
         {
-            metrics.count(Counter::InternalErrors, 1);
+            metrics.internal("set_tick_period", e);
         }
         log(
             LogLevel::Info,
@@ -168,8 +168,8 @@ impl RootContext for Root {
             if expedited {
                 sh.expedited = false;
                 let period = Duration::from_millis(sh.config.collector.flush_interval_ms);
-                if hostcalls::set_tick_period(period).is_err() {
-                    sh.metrics.count(Counter::InternalErrors, 1);
+                if let Err(e) = hostcalls::set_tick_period(period) {
+                    sh.metrics.internal("set_tick_period", e);
                 }
             }
         }
@@ -250,11 +250,7 @@ impl HttpContext for Stream {
         let headers = match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
             Ok(h) => h,
             Err(e) => {
-                sh.metrics.count(Counter::InternalErrors, 1);
-                log(
-                    LogLevel::Debug,
-                    &format!("meshtrace: request headers unavailable: {e:?}"),
-                );
+                sh.metrics.internal("reading request headers", e);
                 return Action::Continue;
             }
         };
@@ -269,14 +265,12 @@ impl HttpContext for Stream {
         };
         let start = tracer::start(&sh.config, &sh.node, headers, now_ns(), &mut host);
         for edit in &start.edits {
-            if hostcalls::set_map_value(
+            if let Err(e) = hostcalls::set_map_value(
                 MapType::HttpRequestHeaders,
                 &edit.name,
                 edit.value.as_deref(),
-            )
-            .is_err()
-            {
-                sh.metrics.count(Counter::InternalErrors, 1);
+            ) {
+                sh.metrics.internal("writing a request header", e);
             }
         }
         self.open = start.span;
@@ -314,8 +308,8 @@ impl HttpContext for Stream {
         // finished stream and be cancelled with it. Asking the root to tick now is the hand-off.
         if sh.buffer.len() >= sh.config.collector.max_batch && !sh.expedited {
             sh.expedited = true;
-            if hostcalls::set_tick_period(EXPEDITED_TICK).is_err() {
-                sh.metrics.count(Counter::InternalErrors, 1);
+            if let Err(e) = hostcalls::set_tick_period(EXPEDITED_TICK) {
+                sh.metrics.internal("set_tick_period", e);
             }
         }
     }
@@ -338,6 +332,15 @@ impl Metrics {
             m.ids[c.index()] = hostcalls::define_metric(MetricType::Counter, c.name()).ok();
         }
         m
+    }
+
+    /// A host call failed: counted and logged at debug; the caller carries on without it.
+    fn internal(&self, what: &str, status: Status) {
+        self.count(Counter::InternalErrors, 1);
+        log(
+            LogLevel::Debug,
+            &format!("meshtrace: {what} failed: {status:?}"),
+        );
     }
 
     fn count(&self, counter: Counter, n: u64) {
