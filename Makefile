@@ -14,12 +14,18 @@ WASM := dist/meshtrace.wasm
 WASM_BUILD := target/wasm32-wasip1/release/meshtrace.wasm
 ENVOY = $$(cat $(ENVOY_STAMP))
 WASI_RUNNER := node --no-warnings $(ROOT)/filter/wasi-runner.mjs
+CRANE_VERSION := v0.20.6
+CRANE := $(TOOLS)/bin/crane
+CRANE_STAMP := $(TOOLS)/.crane-$(CRANE_VERSION)
+OCI_DIR := dist/oci
+ISTIO_API_VERSION := v1.30.3
+ISTIO_CRDS := $(TOOLS)/istio-api-$(ISTIO_API_VERSION)/customresourcedefinitions.gen.yaml
 
-.PHONY: all tools build lint unit scenarios validate test demo clean
+.PHONY: all tools build lint unit scenarios validate test demo clean image push image-test istio-crds istio-test
 
 all: build
 
-tools: $(ENVOY_STAMP) $(FUNC_E) $(TARGETS_STAMP)
+tools: $(ENVOY_STAMP) $(FUNC_E) $(TARGETS_STAMP) $(CRANE_STAMP)
 
 $(TARGETS_STAMP):
 	mkdir -p $(TOOLS)
@@ -38,6 +44,13 @@ $(ENVOY_STAMP):
 $(FUNC_E):
 	mkdir -p $(TOOLS)/bin
 	GOBIN=$(TOOLS)/bin go install github.com/tetratelabs/func-e/cmd/func-e@$(FUNC_E_VERSION)
+
+# crane: a local registry for the image test, and the client `make push` uses.
+$(CRANE_STAMP):
+	mkdir -p $(TOOLS)/bin
+	GOBIN=$(TOOLS)/bin go install github.com/google/go-containerregistry/cmd/crane@$(CRANE_VERSION)
+	$(CRANE) version | grep -qx '$(CRANE_VERSION)'
+	touch $@
 
 build: $(TARGETS_STAMP)
 	cargo build -p meshtrace --release --target wasm32-wasip1
@@ -66,7 +79,42 @@ validate: tools build
 scenarios: tools build
 	cargo run -q -p test-harness -- replay --envoy "$(ENVOY)" test-harness/scenarios/*.yaml
 
-test: tools lint unit build validate scenarios
+# Reproducible OCI image layouts: dist/oci (tar+gzip layer holding plugin.wasm) and dist/oci-artifact
+# (the two-layer Wasm artifact). Prints the digest a WasmPlugin's sha256 must carry.
+image: build
+	cargo run -q -p test-harness -- image --wasm $(WASM) --out $(OCI_DIR)
+
+# make push REGISTRY=host[:port]/repository[:tag]
+push: image $(CRANE_STAMP)
+	@[ -n "$(REGISTRY)" ] || { echo "usage: make push REGISTRY=host[:port]/repository[:tag]" >&2; exit 2; }
+	cargo run -q -p test-harness -- push "$(REGISTRY)" --layout $(OCI_DIR) --crane $(CRANE)
+
+# Builds the image twice (same digest), pushes it to a real local registry (crane registry serve),
+# pulls it back with crane and checks media types, digest and plugin.wasm bytes.
+image-test: build $(CRANE_STAMP)
+	cargo run -q -p test-harness -- image-test --wasm $(WASM) --crane $(CRANE)
+
+# Istio's CRD schemas (a file of the Go module istio.io/api), to validate istio/*.yaml.
+$(ISTIO_CRDS):
+	mkdir -p $(dir $@)
+	dir="$$(go mod download -json istio.io/api@$(ISTIO_API_VERSION) | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')" && \
+	  install -m 0644 "$$dir/kubernetes/customresourcedefinitions.gen.yaml" $@.tmp
+	mv $@.tmp $@
+
+istio-crds: $(ISTIO_CRDS)
+
+# istio/*.yaml against Istio's CRD schemas + CEL rules, pluginConfig and EnvoyFilter patches through
+# real Envoy; tracing-check on a real Envoy's config_dump, without (pass) and with native tracing (reported).
+istio-test: tools build $(ISTIO_CRDS)
+	cargo run -q -p test-harness -- istio-validate --envoy "$(ENVOY)" --crds $(ISTIO_CRDS) istio/*.yaml
+	mkdir -p .harness-runs/istio
+	cargo run -q -p test-harness -- config-dump --envoy "$(ENVOY)" --out .harness-runs/istio/dump-clean.json envoy/sidecar-inbound.yaml
+	cargo run -q -p test-harness -- tracing-check .harness-runs/istio/dump-clean.json
+	cargo run -q -p test-harness -- config-dump --envoy "$(ENVOY)" --native-tracing --out .harness-runs/istio/dump-native.json envoy/sidecar-inbound.yaml
+	rc=0; cargo run -q -p test-harness -- tracing-check .harness-runs/istio/dump-native.json || rc=$$?; \
+	  [ $$rc -eq 1 ] || { echo "tracing-check must report native tracing next to meshtrace (exit 1), got exit $$rc" >&2; exit 1; }
+
+test: tools lint unit build validate scenarios image-test istio-test
 
 demo: tools build
 	cargo run -q -p test-harness -- demo --envoy "$(ENVOY)"

@@ -8,6 +8,10 @@ const USAGE: &str = "usage:
   test-harness replay [OPTIONS] FILE|DIR...   replay scenario files (a DIR means its *.yaml)
   test-harness validate [OPTIONS] FILE...     envoy --mode validate on Envoy configs
   test-harness demo [OPTIONS] [--hold]        run the demo topology and print its traces
+  test-harness image|push|image-test ...      OCI image of the module (`test-harness image --help`)
+  test-harness istio-validate [--crds FILE] [--no-envoy] FILE...   Istio manifests (CRD schema, CEL, Envoy)
+  test-harness tracing-check DUMP.json...     native tracing next to meshtrace in a config dump?
+  test-harness config-dump [--native-tracing] [--out FILE] CONFIG   a real Envoy's /config_dump
 
 options:
   --wasm PATH     wasm module (default <repo>/dist/meshtrace.wasm)
@@ -91,6 +95,15 @@ fn absolute(p: PathBuf) -> PathBuf {
 }
 
 fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if let Some((cmd, rest)) = argv.split_first() {
+        if let Some(code) = test_harness::oci_cli::dispatch(cmd, rest) {
+            return code;
+        }
+    }
+    if let Some(code) = test_harness::istio::cli(&argv) {
+        return code;
+    }
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
