@@ -113,6 +113,7 @@ istio-test: tools build $(ISTIO_CRDS)
 	cargo run -q -p test-harness -- config-dump --envoy "$(ENVOY)" --native-tracing --out .harness-runs/istio/dump-native.json envoy/sidecar-inbound.yaml
 	rc=0; cargo run -q -p test-harness -- tracing-check .harness-runs/istio/dump-native.json || rc=$$?; \
 	  [ $$rc -eq 1 ] || { echo "tracing-check must report native tracing next to meshtrace (exit 1), got exit $$rc" >&2; exit 1; }
+	@echo "ok: tracing-check reported the native-tracing config, as it must"
 
 test: tools lint unit build validate scenarios image-test istio-test
 
