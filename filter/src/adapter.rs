@@ -1,7 +1,8 @@
 //! The proxy-wasm adapter: the only module that talks to the host. It gathers inputs for the core,
 //! applies the core's outputs, and turns every failed host call into a debug log line plus the
-//! `internal_errors` counter, never into a failed request (missing properties are normal, not errors). SDK trait helpers that unwrap host results
-//! are avoided in favour of `hostcalls`, which return them.
+//! `internal_errors` counter, never into a failed request (missing properties are normal, not
+//! errors). SDK trait helpers that unwrap host results are avoided in favour of `hostcalls`, which
+//! return them.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -263,7 +264,7 @@ impl HttpContext for Stream {
             rng: &mut sh.rng,
             metrics: &sh.metrics,
         };
-        let start = tracer::start(&sh.config, &sh.node, headers, now_ns(), &mut host);
+        let start = tracer::start(&sh.config, &sh.node, headers, now_ns, &mut host);
         for edit in &start.edits {
             if let Err(e) = hostcalls::set_map_value(
                 MapType::HttpRequestHeaders,
@@ -356,10 +357,7 @@ impl Metrics {
 impl SplitMix {
     fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        crate::ids::mix64(self.0)
     }
 }
 

@@ -75,6 +75,14 @@ impl fmt::Display for SpanId {
     }
 }
 
+/// splitmix64's finaliser: a bijection with good avalanche. It spreads trace ids for the rate decision
+/// and turns a counter into span ids.
+pub fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// Upper-case hex is rejected on purpose: the B3 spec says lower-hex and Zipkin refuses upper-case ids,
 /// so accepting them would only move the failure to the collector.
 fn parse_hex64(bytes: &[u8]) -> Option<u64> {

@@ -9,7 +9,7 @@
 //! Rules 3 and 5 are a deterministic function of the trace id, so every hop with the same rate makes the
 //! same decision for the same trace without talking to the others.
 
-use crate::ids::TraceId;
+use crate::ids::{mix64, TraceId};
 
 /// Why a request was (or was not) sampled; recorded as the `sampling.reason` tag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,15 +81,8 @@ pub fn sample_at_rate(trace_id: TraceId, rate: f64) -> bool {
     if rate <= 0.0 {
         return false;
     }
-    let unit = (mix(trace_id.low) >> 11) as f64 / (1u64 << 53) as f64;
+    let unit = (mix64(trace_id.low) >> 11) as f64 / (1u64 << 53) as f64;
     unit < rate
-}
-
-/// splitmix64's finaliser: a bijection with good avalanche.
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 #[cfg(test)]

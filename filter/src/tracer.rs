@@ -63,12 +63,13 @@ pub struct StreamEnd {
 }
 
 /// Decides and propagates for one request. `headers` are the request headers, names lower-case;
-/// they are borrowed, so the request path copies only what a sampled span keeps.
+/// they are borrowed, so the request path copies only what a sampled span keeps. `clock` (ns) is read
+/// only for sampled requests.
 pub fn start<'a>(
     cfg: &Config,
     node: &Node,
     headers: impl IntoIterator<Item = (&'a str, &'a str)>,
-    now_ns: u64,
+    clock: impl FnOnce() -> u64,
     host: &mut impl Host,
 ) -> Start {
     let mut seen = Seen::default();
@@ -139,7 +140,7 @@ pub fn start<'a>(
             out,
             decision.reason,
             incoming.malformed,
-            now_ns,
+            clock(),
         )
     });
     Start { edits, span }

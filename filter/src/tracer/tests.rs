@@ -72,7 +72,7 @@ fn new_root_is_128_bit_and_sampled_at_rate_one() {
         &cfg(r#"{"sampling":{"rate":1}}"#),
         &node(),
         req(&[]),
-        5_000,
+        || 5_000,
         &mut host,
     );
     let trace = edit(&s, "x-b3-traceid").flatten().unwrap_or_default();
@@ -95,7 +95,7 @@ fn continues_caller_trace_with_new_span() {
             ("x-b3-spanid", "e457b5a2e4d86bd1"),
             ("x-b3-sampled", "1"),
         ]),
-        0,
+        || 0,
         &mut host,
     );
     assert_eq!(edit(&s, "x-b3-traceid"), Some(Some("a3ce929d0e0e4736")));
@@ -114,7 +114,7 @@ fn unsampled_request_still_propagates_and_records_nothing() {
         &cfg(r#"{"sampling":{"rate":0}}"#),
         &node(),
         req(&[]),
-        0,
+        || 0,
         &mut host,
     );
     assert_eq!(edit(&s, "x-b3-sampled"), Some(Some("0")));
@@ -126,12 +126,12 @@ fn unsampled_request_still_propagates_and_records_nothing() {
 fn rate_header_is_consumed_and_invalid_values_counted() {
     let c = cfg(r#"{"sampling":{"rate":0,"override_header":"l5d-sample"}}"#);
     let mut host = FakeHost::default();
-    let s = start(&c, &node(), req(&[("l5d-sample", "1.0")]), 0, &mut host);
+    let s = start(&c, &node(), req(&[("l5d-sample", "1.0")]), || 0, &mut host);
     assert_eq!(edit(&s, "l5d-sample"), Some(None));
     assert_eq!(s.span.map(|o| o.reason), Some(Reason::RateHeader));
 
     let mut host = FakeHost::default();
-    let s = start(&c, &node(), req(&[("l5d-sample", "lots")]), 0, &mut host);
+    let s = start(&c, &node(), req(&[("l5d-sample", "lots")]), || 0, &mut host);
     assert_eq!(edit(&s, "l5d-sample"), Some(None));
     assert!(s.span.is_none());
     assert_eq!(host.counted(Counter::InvalidRateHeader), 1);
@@ -145,7 +145,7 @@ fn trust_switches() {
         &c,
         &node(),
         req(&[("x-b3-flags", "1"), ("x-b3-sampled", "1")]),
-        0,
+        || 0,
         &mut host,
     );
     assert!(s.span.is_none());
@@ -164,7 +164,7 @@ fn force_header() {
         &cfg(r#"{"sampling":{"rate":0}}"#),
         &node(),
         req(&[("x-envoy-force-trace", "true"), ("x-b3-sampled", "0")]),
-        0,
+        || 0,
         &mut host,
     );
     assert_eq!(s.span.map(|o| o.reason), Some(Reason::Force));
@@ -178,7 +178,7 @@ fn malformed_context_starts_root_and_tags_it() {
         &cfg(r#"{"sampling":{"rate":1}}"#),
         &node(),
         req(&[("x-b3-traceid", "XYZ"), ("x-b3-spanid", "e457b5a2e4d86bd1")]),
-        0,
+        || 0,
         &mut host,
     );
     assert_eq!(host.counted(Counter::InvalidContext), 1);
@@ -200,7 +200,7 @@ fn finished_span_has_envoy_tags() {
         &c,
         &node(),
         req(&[("x-tenant", "acme-corporation")]),
-        2_000_000,
+        || 2_000_000,
         &mut host,
     );
     let span = finish(
@@ -236,7 +236,7 @@ fn finished_span_has_envoy_tags() {
 fn url_is_redacted_by_default() {
     let c = cfg(r#"{"sampling":{"rate":1}}"#);
     let mut host = FakeHost::default();
-    let open = start(&c, &node(), req(&[]), 0, &mut host).span.unwrap();
+    let open = start(&c, &node(), req(&[]), || 0, &mut host).span.unwrap();
     let url = open
         .tags
         .iter()
@@ -252,7 +252,7 @@ fn status_200_has_no_error_and_no_response_is_error() {
     let ok = finish(
         &c,
         &node(),
-        start(&c, &node(), req(&[]), 0, &mut host).span.unwrap(),
+        start(&c, &node(), req(&[]), || 0, &mut host).span.unwrap(),
         StreamEnd {
             status: Some(200),
             ..StreamEnd::default()
@@ -263,7 +263,7 @@ fn status_200_has_no_error_and_no_response_is_error() {
     let none = finish(
         &c,
         &node(),
-        start(&c, &node(), req(&[]), 0, &mut host).span.unwrap(),
+        start(&c, &node(), req(&[]), || 0, &mut host).span.unwrap(),
         StreamEnd::default(),
     );
     assert_eq!(tag_of(&none, "http.status_code"), Some("0"));
