@@ -14,8 +14,8 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
 
 use crate::buffer::SpanBuffer;
-use crate::config::{self, Config};
-use crate::export::zipkin;
+use crate::config::{self, Config, ExportFormat};
+use crate::export::{otlp, zipkin};
 use crate::metrics::Counter;
 use crate::propagation::b3;
 use crate::tracer::{self, Host, Node, OpenSpan, StreamEnd};
@@ -191,7 +191,7 @@ impl Root {
     /// response callback should not turn every trickle of spans into its own request.
     fn flush(&mut self, shared: &Rc<RefCell<Shared>>, full_only: bool) {
         loop {
-            let (batch, cluster, authority, path, timeout) = {
+            let (batch, cluster, authority, path, timeout, format) = {
                 let mut sh = shared.borrow_mut();
                 let c = &sh.config.collector;
                 let enough = if full_only {
@@ -209,14 +209,25 @@ impl Root {
                     c.path.clone(),
                 );
                 let timeout = Duration::from_millis(c.timeout_ms);
-                (sh.buffer.take(max), cluster, authority, path, timeout)
+                let format = c.format;
+                (
+                    sh.buffer.take(max),
+                    cluster,
+                    authority,
+                    path,
+                    timeout,
+                    format,
+                )
             };
-            let body = zipkin::encode(&batch);
+            let (body, content_type) = match format {
+                ExportFormat::ZipkinJson => (zipkin::encode(&batch), zipkin::CONTENT_TYPE),
+                ExportFormat::OtlpJson => (otlp::encode(&batch), otlp::CONTENT_TYPE),
+            };
             let headers = vec![
                 (":method", "POST"),
                 (":path", path.as_str()),
                 (":authority", authority.as_str()),
-                ("content-type", zipkin::CONTENT_TYPE),
+                ("content-type", content_type),
                 ("user-agent", USER_AGENT),
                 // Export requests are never traced: any proxy they cross sees an unsampled context.
                 (b3::SAMPLED, "0"),
@@ -264,7 +275,7 @@ impl HttpContext for Stream {
             rng: &mut sh.rng,
             metrics: &sh.metrics,
         };
-        let start = tracer::start(&sh.config, &sh.node, headers, now_ns, &mut host);
+        let start = tracer::start(&sh.config, headers, now_ns, &mut host);
         for edit in &start.edits {
             if let Err(e) = hostcalls::set_map_value(
                 MapType::HttpRequestHeaders,
@@ -275,6 +286,16 @@ impl HttpContext for Stream {
             }
         }
         self.open = start.span;
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        // The CLIENT span of a SERVER+CLIENT pair ends when the upstream's answer arrives.
+        if let Some(open) = self.open.as_mut() {
+            if open.server_id.is_some() && open.upstream_end_ns.is_none() {
+                open.upstream_end_ns = Some(now_ns());
+            }
+        }
         Action::Continue
     }
 
@@ -302,8 +323,11 @@ impl HttpContext for Stream {
         let Ok(mut sh) = self.shared.try_borrow_mut() else {
             return;
         };
-        let span = tracer::finish(&sh.config, &sh.node, open, end);
-        let dropped = sh.buffer.push(span);
+        let mut dropped = 0;
+        for span in tracer::finish(&sh.config, &sh.node, open, end) {
+            sh.metrics.count(Counter::SpansRecorded, 1);
+            dropped += sh.buffer.push(span);
+        }
         sh.metrics.count(Counter::SpansDropped, dropped);
         // The export itself must come from the root context: a call made here would belong to this
         // finished stream and be cancelled with it. Asking the root to tick now is the hand-off.

@@ -49,22 +49,12 @@ impl SpanBuffer {
 mod tests {
     use super::*;
     use crate::ids::{SpanId, TraceId};
-    use crate::span::Kind;
 
     fn span(n: u64) -> Span {
-        Span {
-            trace_id: TraceId::generate(0, n),
-            id: SpanId(n),
-            parent_id: None,
-            kind: Kind::Server,
-            name: String::new(),
-            service_name: String::new(),
-            timestamp_us: 0,
-            duration_us: 0,
-            debug: false,
-            remote: None,
-            tags: Vec::new(),
-        }
+        let mut s = crate::span::fixture();
+        s.trace_id = TraceId::generate(0, n);
+        s.id = SpanId(n);
+        s
     }
 
     #[test]

@@ -16,6 +16,8 @@ pub const DEFAULT_COLLECTOR_CLUSTER: &str = "outbound|9411||zipkin.istio-system.
 pub struct Config {
     pub service_name: Option<String>,
     pub span_kind: SpanKindChoice,
+    pub span_shape: SpanShape,
+    pub span_ids: SpanIds,
     pub sampling: Sampling,
     pub extract: Formats,
     pub inject: Formats,
@@ -29,6 +31,27 @@ pub enum SpanKindChoice {
     Auto,
     Server,
     Client,
+}
+
+/// Spans per proxied stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpanShape {
+    /// One span (kind from `span_kind`), as Envoy's tracer records.
+    One,
+    /// A SERVER span for the downstream side and a CLIENT child for the upstream call, as Linkerd
+    /// and Zipkin-instrumented proxies record.
+    ServerClient,
+}
+
+/// How a SERVER span relates to the caller's span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpanIds {
+    /// A new span id, child of the caller's span (OpenTelemetry, Jaeger, Envoy).
+    Child,
+    /// The caller's span id reused (Zipkin's shared RPC spans: one id for both sides of a call).
+    Shared,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -55,6 +78,17 @@ pub struct Tags {
 #[serde(rename_all = "snake_case")]
 pub enum ExportFormat {
     ZipkinJson,
+    OtlpJson,
+}
+
+impl ExportFormat {
+    /// The collector path each format is usually served at (Zipkin v2 API, OTLP/HTTP).
+    pub fn default_path(self) -> &'static str {
+        match self {
+            ExportFormat::ZipkinJson => "/api/v2/spans",
+            ExportFormat::OtlpJson => "/v1/traces",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -90,6 +124,10 @@ struct Raw {
     service_name: Option<String>,
     #[serde(default = "default_span_kind")]
     span_kind: SpanKindChoice,
+    #[serde(default = "default_span_shape")]
+    span_shape: SpanShape,
+    #[serde(default = "default_span_ids")]
+    span_ids: SpanIds,
     #[serde(default)]
     sampling: Sampling,
     #[serde(default)]
@@ -112,10 +150,19 @@ struct RawPropagation {
 enum FormatName {
     B3Multi,
     B3Single,
+    W3c,
 }
 
 fn default_span_kind() -> SpanKindChoice {
     SpanKindChoice::Auto
+}
+
+fn default_span_shape() -> SpanShape {
+    SpanShape::One
+}
+
+fn default_span_ids() -> SpanIds {
+    SpanIds::Child
 }
 
 impl Default for Sampling {
@@ -146,7 +193,8 @@ impl Default for Collector {
         Collector {
             cluster: DEFAULT_COLLECTOR_CLUSTER.to_string(),
             authority: "zipkin.istio-system:9411".to_string(),
-            path: "/api/v2/spans".to_string(),
+            // Empty means the format's usual path (see `ExportFormat::default_path`).
+            path: String::new(),
             format: ExportFormat::ZipkinJson,
             flush_interval_ms: 1000,
             max_batch: 100,
@@ -173,6 +221,8 @@ impl Default for Config {
         parse(b"").unwrap_or_else(|_| Config {
             service_name: None,
             span_kind: SpanKindChoice::Auto,
+            span_shape: SpanShape::One,
+            span_ids: SpanIds::Child,
             sampling: Sampling::default(),
             extract: Formats::of(&[Format::B3Multi, Format::B3Single]),
             inject: Formats::of(&[Format::B3Multi]),
@@ -255,7 +305,7 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
     if c.authority.is_empty() {
         return Err(error("collector.authority", "must not be empty"));
     }
-    if !c.path.starts_with('/') {
+    if !c.path.is_empty() && !c.path.starts_with('/') {
         return Err(error(
             "collector.path",
             &format!("must start with '/', got {:?}", c.path),
@@ -280,6 +330,12 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
             ),
         ));
     }
+    if raw.span_ids == SpanIds::Shared && c.format == ExportFormat::OtlpJson {
+        return Err(error(
+            "span_ids",
+            "shared span ids are a Zipkin model; OTLP needs a unique id per span (use child, or collector.format zipkin_json)",
+        ));
+    }
     if raw.propagation.inject.is_empty() {
         return Err(error("propagation.inject", "must name at least one format"));
     }
@@ -289,17 +345,23 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
         .iter()
         .map(|h| h.to_ascii_lowercase())
         .collect();
+    let mut collector = raw.collector;
+    if collector.path.is_empty() {
+        collector.path = collector.format.default_path().to_string();
+    }
     let mut sampling = raw.sampling;
     sampling.override_header = sampling.override_header.to_ascii_lowercase();
     sampling.force_header = sampling.force_header.to_ascii_lowercase();
     Ok(Config {
         service_name: raw.service_name.filter(|s| !s.is_empty()),
         span_kind: raw.span_kind,
+        span_shape: raw.span_shape,
+        span_ids: raw.span_ids,
         sampling,
         extract: formats(&raw.propagation.extract),
         inject: formats(&raw.propagation.inject),
         tags,
-        collector: raw.collector,
+        collector,
     })
 }
 
@@ -309,6 +371,7 @@ fn formats(names: &[FormatName]) -> Formats {
         .map(|n| match n {
             FormatName::B3Multi => Format::B3Multi,
             FormatName::B3Single => Format::B3Single,
+            FormatName::W3c => Format::W3c,
         })
         .collect();
     Formats::of(&list)
@@ -400,6 +463,15 @@ mod tests {
                 r#"{"collector": {"cluster": "zipkin", "max_batch": 5, "max_queue": 5, "format": "zipkin_json"}}"#,
             ),
             ("kind", r#"{"span_kind": "client", "service_name": "svc"}"#),
+            (
+                "w3c",
+                r#"{"propagation": {"extract": ["w3c", "b3_multi"], "inject": ["w3c"]}}"#,
+            ),
+            (
+                "span shape",
+                r#"{"span_shape": "server_client", "span_ids": "shared"}"#,
+            ),
+            ("otlp", r#"{"collector": {"format": "otlp_json"}}"#),
         ];
         for (name, input) in rows {
             assert!(
@@ -410,6 +482,16 @@ mod tests {
         }
         let c = parse(br#"{"sampling": {"override_header": "L5d-Sample"}}"#).unwrap_or_default();
         assert_eq!(c.sampling.override_header, "l5d-sample");
+        let path = |json: &str| parse(json.as_bytes()).map(|c| c.collector.path);
+        assert_eq!(path("{}"), Ok("/api/v2/spans".to_string()));
+        assert_eq!(
+            path(r#"{"collector": {"format": "otlp_json"}}"#),
+            Ok("/v1/traces".to_string())
+        );
+        assert_eq!(
+            path(r#"{"collector": {"format": "otlp_json", "path": "/otlp/v1/traces"}}"#),
+            Ok("/otlp/v1/traces".to_string())
+        );
     }
 
     #[test]
@@ -453,9 +535,27 @@ mod tests {
             ),
             (
                 "bad propagation",
-                r#"{"propagation": {"inject": ["w3c"]}}"#,
+                r#"{"propagation": {"inject": ["traceparent"]}}"#,
                 "propagation.inject[0]",
-                "unknown variant `w3c`",
+                "unknown variant `traceparent`",
+            ),
+            (
+                "bad span shape",
+                r#"{"span_shape": "pair"}"#,
+                "span_shape",
+                "unknown variant `pair`",
+            ),
+            (
+                "bad span ids",
+                r#"{"span_ids": "same"}"#,
+                "span_ids",
+                "unknown variant `same`",
+            ),
+            (
+                "shared ids with OTLP",
+                r#"{"span_ids": "shared", "collector": {"format": "otlp_json"}}"#,
+                "span_ids",
+                "OTLP needs a unique id per span",
             ),
             (
                 "no inject",

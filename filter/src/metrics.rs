@@ -5,6 +5,7 @@ pub enum Counter {
     SpansStarted,
     SpansSampled,
     SpansNotSampled,
+    SpansRecorded,
     SpansExported,
     SpansDropped,
     ExportRequestsOk,
@@ -20,10 +21,11 @@ pub enum Counter {
 }
 
 impl Counter {
-    pub const ALL: [Counter; 15] = [
+    pub const ALL: [Counter; 16] = [
         Counter::SpansStarted,
         Counter::SpansSampled,
         Counter::SpansNotSampled,
+        Counter::SpansRecorded,
         Counter::SpansExported,
         Counter::SpansDropped,
         Counter::ExportRequestsOk,
@@ -43,6 +45,7 @@ impl Counter {
             Counter::SpansStarted => "meshtrace_spans_started",
             Counter::SpansSampled => "meshtrace_spans_sampled",
             Counter::SpansNotSampled => "meshtrace_spans_not_sampled",
+            Counter::SpansRecorded => "meshtrace_spans_recorded",
             Counter::SpansExported => "meshtrace_spans_exported",
             Counter::SpansDropped => "meshtrace_spans_dropped",
             Counter::ExportRequestsOk => "meshtrace_export_requests_ok",

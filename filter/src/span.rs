@@ -27,20 +27,72 @@ impl Kind {
     }
 }
 
+/// One finished span, in the terms of the proxy rather than of any wire format: each encoder
+/// (Zipkin v2, OTLP) names these facts its own way.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Span {
     pub trace_id: TraceId,
     pub id: SpanId,
     pub parent_id: Option<SpanId>,
     pub kind: Kind,
+    /// Zipkin's `shared`: this SERVER span reuses the caller's CLIENT span id.
+    pub shared: bool,
     pub name: String,
     pub service_name: String,
-    pub timestamp_us: u64,
-    pub duration_us: u64,
+    pub node_id: String,
+    pub start_ns: u64,
+    pub duration_ns: u64,
     pub debug: bool,
-    /// The downstream peer (`ip:port`), for Zipkin's remoteEndpoint.
+    pub http: Http,
+    /// The other side of this span: the downstream peer for SERVER spans, the upstream host for
+    /// CLIENT spans (`ip:port`).
     pub remote: Option<std::net::SocketAddr>,
-    pub tags: Vec<(Cow<'static, str>, String)>,
+    pub error: bool,
+    /// Tags every format carries under the same name: sampling reason, invalid context, the
+    /// operator's static tags and allowlisted request headers (`header` is true for those).
+    pub extra: Vec<Extra>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extra {
+    pub key: Cow<'static, str>,
+    pub value: String,
+    pub header: bool,
+}
+
+/// What the proxy saw of the HTTP exchange. Values are already capped at `tags.max_value_length`
+/// and the query already redacted unless `tags.record_query`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Http {
+    pub method: String,
+    pub scheme: String,
+    pub authority: String,
+    /// Path with the query (`?<redacted>` unless kept).
+    pub target: String,
+    pub url: String,
+    pub user_agent: Option<String>,
+    pub request_id: Option<String>,
+    pub protocol: Option<String>,
+    /// 0 when no response was sent (reset, no upstream).
+    pub status: u64,
+    pub grpc_status: Option<u64>,
+    pub response_flags: u64,
+    pub request_size: Option<u64>,
+    pub response_size: Option<u64>,
+    /// Downstream peer as Envoy reported it (`ip:port`, or whatever text it gave).
+    pub peer: Option<String>,
+    pub upstream_cluster: Option<String>,
+    pub upstream_address: Option<String>,
+}
+
+impl Span {
+    pub fn timestamp_us(&self) -> u64 {
+        self.start_ns / 1_000
+    }
+
+    pub fn duration_us(&self) -> u64 {
+        self.duration_ns / 1_000
+    }
 }
 
 pub mod tag {
@@ -116,6 +168,60 @@ pub fn name(decorator: Option<&str>, authority: &str, path: &str) -> String {
     }
     let path = path.split('?').next().unwrap_or(path);
     format!("{authority}{path}")
+}
+
+/// A span with every field set, shared by the encoders' golden tests.
+#[cfg(test)]
+pub(crate) fn fixture() -> Span {
+    Span {
+        trace_id: TraceId {
+            high: 0x463a_c35c_9f64_13ad,
+            low: 0x4848_5a39_53bb_6124,
+            wide: true,
+        },
+        id: SpanId(0xe457_b5a2_e4d8_6bd1),
+        parent_id: Some(SpanId(0x05e3_ac9a_4f6e_3b90)),
+        kind: Kind::Server,
+        shared: false,
+        name: "example.com/hello".into(),
+        service_name: "gateway".into(),
+        node_id: "router~10.1.0.1~gw".into(),
+        start_ns: 1_700_000_000_000_000_000,
+        duration_ns: 1_234_567,
+        debug: false,
+        http: Http {
+            method: "GET".into(),
+            scheme: "http".into(),
+            authority: "example.com".into(),
+            target: "/hello?<redacted>".into(),
+            url: "http://example.com/hello?<redacted>".into(),
+            user_agent: Some("curl \"quoted\"\n\u{1}".into()),
+            request_id: Some("r-1".into()),
+            protocol: Some("HTTP/1.1".into()),
+            status: 503,
+            grpc_status: None,
+            response_flags: 1 << 5,
+            request_size: None,
+            response_size: Some(91),
+            peer: Some("10.1.2.3:51000".into()),
+            upstream_cluster: Some("app".into()),
+            upstream_address: None,
+        },
+        remote: "10.1.2.3:51000".parse().ok(),
+        error: true,
+        extra: vec![
+            Extra {
+                key: Cow::Borrowed(tag::SAMPLING_REASON),
+                value: "rate".into(),
+                header: false,
+            },
+            Extra {
+                key: Cow::Borrowed("x-tenant"),
+                value: "acme".into(),
+                header: true,
+            },
+        ],
+    }
 }
 
 #[cfg(test)]

@@ -3,12 +3,12 @@
 
 use std::borrow::Cow;
 
-use crate::config::{Config, SpanKindChoice};
+use crate::config::{Config, SpanIds, SpanKindChoice, SpanShape};
 use crate::ids::{SpanId, TraceId};
 use crate::metrics::Counter;
-use crate::propagation::{b3, HeaderEdit, Outgoing};
+use crate::propagation::{b3, w3c, Format, HeaderEdit, Outgoing};
 use crate::sampling::{self, Reason};
-use crate::span::{self, tag, Kind, Span};
+use crate::span::{self, tag, Extra, Http, Kind, Span};
 
 pub const REQUEST_ID: &str = "x-request-id";
 pub const USER_AGENT: &str = "user-agent";
@@ -28,15 +28,23 @@ pub struct Node {
     pub service_name: String,
 }
 
-/// A sampled stream's span while the stream is open.
+/// A sampled stream's span(s) while the stream is open.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OpenSpan {
     pub out: Outgoing,
+    /// The caller's span and its parent, when the request carried a context: a shared-id SERVER
+    /// span takes these ids.
+    pub caller: Option<(SpanId, Option<SpanId>)>,
+    /// With `span_shape: server_client`: the SERVER span's id (the CLIENT span is `out.span_id`).
+    pub server_id: Option<SpanId>,
     pub reason: Reason,
     pub start_ns: u64,
+    /// When the upstream's response headers arrived: the end of the CLIENT span.
+    pub upstream_end_ns: Option<u64>,
     pub name: String,
     pub grpc: bool,
-    pub tags: Vec<(Cow<'static, str>, String)>,
+    pub http: Http,
+    pub extra: Vec<Extra>,
 }
 
 #[derive(Debug, Default)]
@@ -67,7 +75,6 @@ pub struct StreamEnd {
 /// only for sampled requests.
 pub fn start<'a>(
     cfg: &Config,
-    node: &Node,
     headers: impl IntoIterator<Item = (&'a str, &'a str)>,
     clock: impl FnOnce() -> u64,
     host: &mut impl Host,
@@ -78,7 +85,7 @@ pub fn start<'a>(
     }
     host.count(Counter::SpansStarted, 1);
 
-    let incoming = b3::extract(&seen.b3, cfg.extract);
+    let incoming = extract(cfg, &seen);
     if incoming.malformed.is_some() {
         host.count(Counter::InvalidContext, 1);
     }
@@ -90,7 +97,7 @@ pub fn start<'a>(
         rate
     });
 
-    let (trace_id, parent_id) = match incoming.parent {
+    let (trace_id, caller) = match incoming.parent {
         Some((trace, span)) => (trace, Some(span)),
         None => (
             TraceId::generate(host.random_u64(), host.random_u64()),
@@ -116,15 +123,35 @@ pub fn start<'a>(
         1,
     );
 
+    // With a SERVER+CLIENT pair, the upstream's parent is our SERVER span, which reuses the caller's
+    // id when ids are shared.
+    let server_id = match cfg.span_shape {
+        SpanShape::One => None,
+        SpanShape::ServerClient => Some(match (cfg.span_ids, caller) {
+            (SpanIds::Shared, Some(c)) => c,
+            _ => SpanId::generate(host.random_u64()),
+        }),
+    };
     let out = Outgoing {
         trace_id,
         span_id: SpanId::generate(host.random_u64()),
-        parent_id,
+        parent_id: server_id.or(caller),
         sampled: decision.sampled,
         debug,
     };
-    let mut edits = Vec::with_capacity(6);
+    let mut edits = Vec::with_capacity(7);
     b3::inject(&out, cfg.inject, &seen.b3, &mut edits);
+    if cfg.inject.contains(Format::W3c) {
+        w3c::inject(
+            out.trace_id,
+            out.span_id,
+            out.sampled || out.debug,
+            &mut edits,
+        );
+    } else if cfg.extract.contains(Format::W3c) && seen.traceparent_present {
+        // A context meshtrace read but does not write would travel stale next to the new one.
+        edits.push(HeaderEdit::remove(w3c::TRACEPARENT));
+    }
     if seen.rate_header.is_some() {
         // Consumed here, as Linkerd does: the decision now travels in the B3 context.
         edits.push(HeaderEdit {
@@ -133,88 +160,148 @@ pub fn start<'a>(
         });
     }
     let span = decision.sampled.then(|| {
-        open(
+        let mut open = open(
             cfg,
-            node,
             &seen,
             out,
             decision.reason,
             incoming.malformed,
             clock(),
-        )
+        );
+        open.caller = caller.map(|c| (c, incoming.caller_parent));
+        open.server_id = server_id;
+        open
     });
     Start { edits, span }
 }
 
-/// Closes the span with what the stream's end knows.
-pub fn finish(cfg: &Config, node: &Node, open: OpenSpan, end: StreamEnd) -> Span {
-    let max = cfg.tags.max_value_length;
-    let mut tags = open.tags;
-    let status = end.status.unwrap_or(0);
-    let grpc_failed = open.grpc && end.grpc_status.is_some_and(|s| s != 0);
-    let mut add = |key: &'static str, value: String| {
-        tags.push((Cow::Borrowed(key), span::truncate(value, max)))
+/// The incoming context, by the written precedence: a valid `b3`, then valid `x-b3-*` ids, then a
+/// valid `traceparent` (each only if enabled in `propagation.extract`). A B3 sampling state without
+/// ids still counts when `traceparent` supplies the ids, unless `traceparent` brings its own decision,
+/// which then wins: the decision travels with the ids it was made for.
+fn extract(cfg: &Config, seen: &Seen<'_>) -> Incoming {
+    let found = b3::extract(&seen.b3, cfg.extract);
+    let mut incoming = Incoming {
+        parent: found.parent,
+        caller_parent: None,
+        sampled: found.sampled,
+        debug: found.debug,
+        malformed: found.malformed,
     };
-    if let Some(p) = end.protocol {
-        add(tag::HTTP_PROTOCOL, p);
+    if found.parent.is_some() {
+        incoming.caller_parent = b3::caller_parent(&seen.b3, cfg.extract);
+        return incoming;
     }
-    add(tag::HTTP_STATUS_CODE, status.to_string());
-    if status == 0 || status >= 500 || grpc_failed {
-        add(tag::ERROR, "true".to_string());
-    }
-    if open.grpc {
-        if let Some(g) = end.grpc_status {
-            add(tag::GRPC_STATUS, g.to_string());
+    if cfg.extract.contains(Format::W3c) {
+        if let Some(value) = seen.traceparent {
+            match w3c::parse(value) {
+                Some(p) => {
+                    incoming.parent = Some((p.trace_id, p.span_id));
+                    incoming.sampled = Some(p.sampled);
+                }
+                None => {
+                    incoming.malformed.get_or_insert(b3::Malformed::Traceparent);
+                }
+            }
         }
     }
-    add(
-        tag::RESPONSE_FLAGS,
-        span::response_flags(end.response_flags.unwrap_or(0)),
-    );
-    add(tag::REQUEST_SIZE, end.request_size.unwrap_or(0).to_string());
-    add(
-        tag::RESPONSE_SIZE,
-        end.response_size.unwrap_or(0).to_string(),
-    );
-    let remote = end
-        .peer
+    incoming
+}
+
+/// The caller's context in whichever format it came.
+struct Incoming {
+    parent: Option<(TraceId, SpanId)>,
+    caller_parent: Option<SpanId>,
+    sampled: Option<bool>,
+    debug: bool,
+    malformed: Option<b3::Malformed>,
+}
+
+/// Closes the stream's span(s) with what the stream's end knows: one span, or a SERVER span and its
+/// CLIENT child with `span_shape: server_client`.
+pub fn finish(cfg: &Config, node: &Node, open: OpenSpan, end: StreamEnd) -> Vec<Span> {
+    let max = cfg.tags.max_value_length;
+    let cap = |v: String| span::truncate(v, max);
+    let mut http = open.http;
+    let status = end.status.unwrap_or(0);
+    http.status = status;
+    http.protocol = end.protocol.map(cap);
+    http.grpc_status = end.grpc_status.filter(|_| open.grpc);
+    http.response_flags = end.response_flags.unwrap_or(0);
+    http.request_size = end.request_size;
+    http.response_size = end.response_size;
+    http.peer = end.peer.map(cap);
+    http.upstream_cluster = end.upstream_cluster.map(cap);
+    http.upstream_address = end.upstream_address.map(cap);
+    let error = status == 0 || status >= 500 || http.grpc_status.is_some_and(|s| s != 0);
+    let peer_addr = http.peer.as_deref().and_then(|p| p.parse().ok());
+    let upstream_addr = http
+        .upstream_address
         .as_deref()
-        .and_then(|p| p.parse::<std::net::SocketAddr>().ok());
-    if let Some(peer) = &end.peer {
-        let ip = remote
-            .map(|r| r.ip().to_string())
-            .unwrap_or_else(|| peer.clone());
-        add(tag::PEER_ADDRESS, ip);
-    }
-    if let Some(c) = end.upstream_cluster {
-        add(tag::UPSTREAM_CLUSTER, c);
-    }
-    if let Some(a) = end.upstream_address {
-        add(tag::UPSTREAM_ADDRESS, a);
-    }
-    let kind = match cfg.span_kind {
-        SpanKindChoice::Server => Kind::Server,
-        SpanKindChoice::Client => Kind::Client,
-        SpanKindChoice::Auto => Kind::from_listener_direction(end.listener_direction),
-    };
-    Span {
+        .and_then(|p| p.parse().ok());
+    let end_ns = end.now_ns.max(open.start_ns);
+    let base = Span {
         trace_id: open.out.trace_id,
         id: open.out.span_id,
         parent_id: open.out.parent_id,
-        kind,
+        kind: Kind::Server,
+        shared: false,
         name: open.name,
         service_name: node.service_name.clone(),
-        timestamp_us: open.start_ns / 1_000,
-        duration_us: end.now_ns.saturating_sub(open.start_ns) / 1_000,
+        node_id: node.id.clone(),
+        start_ns: open.start_ns,
+        duration_ns: end_ns - open.start_ns,
         debug: open.out.debug,
-        remote,
-        tags,
+        http,
+        remote: peer_addr,
+        error,
+        extra: open.extra,
+    };
+    // A SERVER span sharing the caller's id keeps the caller's parent, as Zipkin's shared spans do.
+    let shared = |mut s: Span| {
+        if let (SpanIds::Shared, Some((caller, caller_parent))) = (cfg.span_ids, open.caller) {
+            s.id = caller;
+            s.parent_id = caller_parent;
+            s.shared = true;
+        }
+        s
+    };
+    match (cfg.span_shape, open.server_id) {
+        (SpanShape::ServerClient, Some(server_id)) => {
+            let client_end = open
+                .upstream_end_ns
+                .unwrap_or(end_ns)
+                .clamp(open.start_ns, end_ns);
+            let mut client = base.clone();
+            client.kind = Kind::Client;
+            client.duration_ns = client_end - open.start_ns;
+            client.remote = upstream_addr;
+            client.http.peer = None;
+            let mut server = base;
+            server.id = server_id;
+            server.parent_id = open.caller.map(|(c, _)| c);
+            server.http.upstream_cluster = None;
+            server.http.upstream_address = None;
+            vec![shared(server), client]
+        }
+        _ => {
+            let kind = match cfg.span_kind {
+                SpanKindChoice::Server => Kind::Server,
+                SpanKindChoice::Client => Kind::Client,
+                SpanKindChoice::Auto => Kind::from_listener_direction(end.listener_direction),
+            };
+            let mut one = base;
+            one.kind = kind;
+            match kind {
+                Kind::Server => vec![shared(one)],
+                Kind::Client => vec![one],
+            }
+        }
     }
 }
 
 fn open(
     cfg: &Config,
-    node: &Node,
     seen: &Seen<'_>,
     out: Outgoing,
     reason: Reason,
@@ -222,52 +309,59 @@ fn open(
     now_ns: u64,
 ) -> OpenSpan {
     let max = cfg.tags.max_value_length;
-    let mut tags: Vec<(Cow<'static, str>, String)> = Vec::with_capacity(20);
-    let mut add = |key: Cow<'static, str>, value: &str| {
-        tags.push((key, span::truncate(value.to_string(), max)))
+    let cap = |v: &str| span::truncate(v.to_string(), max);
+    let mut extra: Vec<Extra> = Vec::with_capacity(4);
+    let mut add = |key: Cow<'static, str>, value: &str, header: bool| {
+        extra.push(Extra {
+            key,
+            value: cap(value),
+            header,
+        })
     };
-    add(Cow::Borrowed(tag::NODE_ID), &node.id);
-    add(Cow::Borrowed(tag::COMPONENT), "proxy");
-    let url = span::url(
-        seen.scheme.unwrap_or("http"),
-        seen.authority.unwrap_or(""),
-        seen.path.unwrap_or("/"),
-        cfg.tags.record_query,
-    );
-    add(Cow::Borrowed(tag::HTTP_URL), &url);
-    add(Cow::Borrowed(tag::HTTP_METHOD), seen.method.unwrap_or(""));
-    if let Some(ua) = seen.user_agent {
-        add(Cow::Borrowed(tag::USER_AGENT), ua);
-    }
-    if let Some(id) = seen.request_id {
-        add(Cow::Borrowed(tag::REQUEST_ID), id);
-    }
-    add(Cow::Borrowed(tag::SAMPLING_REASON), reason.as_str());
+    add(Cow::Borrowed(tag::SAMPLING_REASON), reason.as_str(), false);
     if let Some(m) = malformed {
-        add(Cow::Borrowed(tag::INVALID_CONTEXT), m.as_str());
+        add(Cow::Borrowed(tag::INVALID_CONTEXT), m.as_str(), false);
     }
     for (key, value) in &cfg.tags.fixed {
-        add(Cow::Owned(key.clone()), value);
+        add(Cow::Owned(key.clone()), value, false);
     }
     for (index, value) in &seen.allowed {
         if let Some(name) = cfg.tags.request_headers.get(*index) {
-            add(Cow::Owned(name.clone()), value);
+            add(Cow::Owned(name.clone()), value, true);
         }
     }
-    let name = span::name(
-        seen.decorator,
-        seen.authority.unwrap_or(""),
-        seen.path.unwrap_or("/"),
-    );
+    let scheme = seen.scheme.unwrap_or("http");
+    let authority = seen.authority.unwrap_or("");
+    let path = seen.path.unwrap_or("/");
+    let url = span::url(scheme, authority, path, cfg.tags.record_query);
+    let target = url
+        .get(scheme.len() + 3 + authority.len()..)
+        .unwrap_or("/")
+        .to_string();
+    let http = Http {
+        method: cap(seen.method.unwrap_or("")),
+        scheme: cap(scheme),
+        authority: cap(authority),
+        target: cap(&target),
+        url: cap(&url),
+        user_agent: seen.user_agent.map(cap),
+        request_id: seen.request_id.map(cap),
+        ..Http::default()
+    };
+    let name = span::name(seen.decorator, authority, path);
     OpenSpan {
         out,
+        caller: None,
+        server_id: None,
         reason,
         start_ns: now_ns,
+        upstream_end_ns: None,
         name: span::truncate(name, max),
         grpc: seen
             .content_type
             .is_some_and(|c| c.starts_with("application/grpc")),
-        tags,
+        http,
+        extra,
     }
 }
 
@@ -285,6 +379,9 @@ fn reason_counter(reason: Reason) -> Counter {
 #[derive(Default)]
 struct Seen<'a> {
     b3: b3::B3Headers<'a>,
+    traceparent: Option<&'a str>,
+    /// Any `traceparent` at all, empty included: it must be rewritten or removed.
+    traceparent_present: bool,
     method: Option<&'a str>,
     authority: Option<&'a str>,
     path: Option<&'a str>,
@@ -301,6 +398,13 @@ struct Seen<'a> {
 impl<'a> Seen<'a> {
     fn observe(&mut self, cfg: &Config, name: &str, value: &'a str) {
         if self.b3.observe(name, value) {
+            return;
+        }
+        if name == w3c::TRACEPARENT {
+            self.traceparent_present = true;
+            if self.traceparent.is_none() && !value.is_empty() {
+                self.traceparent = Some(value);
+            }
             return;
         }
         let slot = match name {

@@ -783,9 +783,17 @@ fn send_requests(
     }
 }
 
-const BALANCE: [&str; 3] = ["spans_sampled", "spans_exported", "spans_dropped"];
+const BALANCE: [&str; 4] = [
+    "spans_sampled",
+    "spans_recorded",
+    "spans_exported",
+    "spans_dropped",
+];
+const QUIESCENT: &str =
+    "quiescent (spans_recorded >= spans_sampled, spans_recorded == spans_exported + spans_dropped, stable)";
 
-/// Polls every ready Envoy until spans_sampled == spans_exported + spans_dropped and all meshtrace
+/// Polls every ready Envoy until every sampled stream has recorded its span(s) (one, or two with
+/// `span_shape: server_client`), every recorded span is exported or dropped, and all meshtrace
 /// counters are unchanged across two polls 150 ms apart.
 fn wait_quiescent(started: &[Started], timeout: Duration) -> Check {
     let deadline = Instant::now() + timeout;
@@ -804,26 +812,23 @@ fn wait_quiescent(started: &[Started], timeout: Duration) -> Check {
         }
         let balanced = err.is_none()
             && snap.values().all(|st| {
-                let [a, b, c] = BALANCE.map(|k| metric_value(st, k));
-                a == b + c
+                let [sampled, recorded, exported, dropped] = BALANCE.map(|k| metric_value(st, k));
+                recorded >= sampled && recorded == exported + dropped
             });
         if balanced && prev.as_ref() == Some(&snap) {
-            return Check::pass(
-                "quiescent (spans_sampled == spans_exported + spans_dropped, stable)",
-                format!("after {} ms", t0.elapsed().as_millis()),
-            );
+            return Check::pass(QUIESCENT, format!("after {} ms", t0.elapsed().as_millis()));
         }
         if Instant::now() >= deadline {
             let numbers = snap
                 .iter()
                 .map(|(n, st)| {
-                    let [a, b, c] = BALANCE.map(|k| metric_value(st, k));
-                    format!("{n}: sampled={a} exported={b} dropped={c}")
+                    let [a, r, b, c] = BALANCE.map(|k| metric_value(st, k));
+                    format!("{n}: sampled={a} recorded={r} exported={b} dropped={c}")
                 })
                 .collect::<Vec<_>>()
                 .join("; ");
             return Check::fail(
-                "quiescent (spans_sampled == spans_exported + spans_dropped, stable)",
+                QUIESCENT,
                 format!(
                     "not quiescent after {} ms: {numbers}{}",
                     timeout.as_millis(),

@@ -1,3 +1,4 @@
 //! Encoders from the span model to collector wire formats.
 
+pub mod otlp;
 pub mod zipkin;

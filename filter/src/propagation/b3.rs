@@ -55,6 +55,8 @@ pub enum Malformed {
     ParentSpanId,
     SampledFlag,
     DebugFlag,
+    /// Not B3, but reported the same way: the W3C `traceparent` (see `w3c`).
+    Traceparent,
 }
 
 impl Malformed {
@@ -68,6 +70,7 @@ impl Malformed {
             Malformed::ParentSpanId => "x-b3-parentspanid",
             Malformed::SampledFlag => "x-b3-sampled",
             Malformed::DebugFlag => "x-b3-flags",
+            Malformed::Traceparent => "traceparent",
         }
     }
 }
@@ -137,6 +140,23 @@ pub fn extract(headers: &B3Headers<'_>, formats: Formats) -> Extracted {
         found.malformed = Some(Malformed::SingleHeader);
     }
     found
+}
+
+/// The caller's own parent span id (`x-b3-parentspanid`, or the fourth field of `b3`), from the same
+/// header set `extract` took the context from: a SERVER span that shares the caller's span id
+/// (Zipkin's shared spans) needs it as its parent.
+pub fn caller_parent(headers: &B3Headers<'_>, formats: Formats) -> Option<SpanId> {
+    if formats.contains(Format::B3Single) {
+        if let Some(value) = headers.single {
+            if parse_single(value).is_some_and(|e| e.parent.is_some()) {
+                return value.split('-').nth(3).and_then(SpanId::parse);
+            }
+        }
+    }
+    if formats.contains(Format::B3Multi) {
+        return headers.parent_span_id.and_then(SpanId::parse);
+    }
+    None
 }
 
 fn extract_multi(headers: &B3Headers<'_>) -> Extracted {

@@ -1,6 +1,7 @@
 //! Trace-context formats: reading the caller's context and writing ours upstream.
 
 pub mod b3;
+pub mod w3c;
 
 use std::borrow::Cow;
 
@@ -11,6 +12,7 @@ use crate::ids::{SpanId, TraceId};
 pub enum Format {
     B3Multi,
     B3Single,
+    W3c,
 }
 
 /// A small set of formats (a bit set, so the request path never allocates for it).
@@ -30,6 +32,7 @@ impl Formats {
         match f {
             Format::B3Multi => 1,
             Format::B3Single => 2,
+            Format::W3c => 4,
         }
     }
 }
