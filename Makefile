@@ -20,12 +20,43 @@ CRANE_STAMP := $(TOOLS)/.crane-$(CRANE_VERSION)
 OCI_DIR := dist/oci
 ISTIO_API_VERSION := v1.30.3
 ISTIO_CRDS := $(TOOLS)/istio-api-$(ISTIO_API_VERSION)/customresourcedefinitions.gen.yaml
+# Jaeger v1.76.0 is the Go module tag of Jaeger v2.13.0 (the module path has no /v2). Built from a
+# throwaway module that repeats Jaeger's one replace directive and starts from Jaeger's own go.sum.
+JAEGER_VERSION := v1.76.0
+JAEGER := $(TOOLS)/bin/jaeger
+JAEGER_STAMP := $(TOOLS)/.jaeger-$(JAEGER_VERSION)
+JAEGER_BUILD := $(TOOLS)/jaeger-build
+ZIPKIN_VERSION := 3.6.1
+ZIPKIN_JAR := $(TOOLS)/zipkin/zipkin-server-$(ZIPKIN_VERSION)-exec.jar
+# Which seed topology `make demo` runs: a (Istio + Jaeger) or b (Linkerd-style + Zipkin).
+DEMO ?= a
+# HOLD=1 keeps the demo running (Envoys, apps, collector) until Ctrl-C.
+HOLD ?=
 
-.PHONY: all tools build lint unit scenarios validate test demo clean image push image-test istio-crds istio-test
+.PHONY: collectors all tools build lint unit scenarios validate test demo clean image push image-test istio-crds istio-test
 
 all: build
 
-tools: $(ENVOY_STAMP) $(FUNC_E) $(TARGETS_STAMP) $(CRANE_STAMP)
+tools: $(ENVOY_STAMP) $(FUNC_E) $(TARGETS_STAMP) $(CRANE_STAMP) collectors
+
+# Real collectors for the end-to-end scenarios and the demo.
+collectors: $(JAEGER_STAMP) $(ZIPKIN_JAR)
+
+$(JAEGER_STAMP):
+	mkdir -p $(JAEGER_BUILD) $(TOOLS)/bin
+	printf 'module meshtrace.local/jaeger-build\n\ngo 1.24.6\n\nrequire github.com/jaegertracing/jaeger $(JAEGER_VERSION)\n\nreplace github.com/Shopify/sarama => github.com/Shopify/sarama v1.33.0\n' > $(JAEGER_BUILD)/go.mod
+	printf '//go:build tools\n\npackage tools\n\nimport _ "github.com/jaegertracing/jaeger/cmd/jaeger"\n' > $(JAEGER_BUILD)/tools.go
+	dir="$$(go mod download -json github.com/jaegertracing/jaeger@$(JAEGER_VERSION) | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')" && \
+	  install -m 0644 "$$dir/go.sum" $(JAEGER_BUILD)/go.sum
+	cd $(JAEGER_BUILD) && go mod tidy && go build -trimpath -ldflags='-s -w' -o $(JAEGER) github.com/jaegertracing/jaeger/cmd/jaeger
+	$(JAEGER) --help > /dev/null
+	touch $@
+
+$(ZIPKIN_JAR):
+	mkdir -p $(dir $@)
+	mvn -B -q org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy \
+	  -Dartifact=io.zipkin:zipkin-server:$(ZIPKIN_VERSION):jar:exec -DoutputDirectory=$(dir $@)
+	test -s $@
 
 $(TARGETS_STAMP):
 	mkdir -p $(TOOLS)
@@ -117,8 +148,9 @@ istio-test: tools build $(ISTIO_CRDS)
 
 test: tools lint unit build validate scenarios image-test istio-test
 
+# make demo [DEMO=a|b] [HOLD=1]
 demo: tools build
-	cargo run -q -p test-harness -- demo --envoy "$(ENVOY)"
+	cargo run -q -p test-harness -- demo --envoy "$(ENVOY)" --topology $(DEMO) $(if $(HOLD),--hold)
 
 clean:
 	rm -rf target dist .harness-runs
