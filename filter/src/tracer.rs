@@ -294,7 +294,11 @@ pub fn finish(cfg: &Config, node: &Node, open: OpenSpan, end: StreamEnd) -> Vec<
             one.kind = kind;
             match kind {
                 Kind::Server => vec![shared(one)],
-                Kind::Client => vec![one],
+                Kind::Client => {
+                    // The other side of a CLIENT span is the host it called.
+                    one.remote = upstream_addr;
+                    vec![one]
+                }
             }
         }
     }

@@ -211,12 +211,18 @@ fn finished_span_has_envoy_tags() {
             response_flags: Some(1 << 5),
             peer: Some("127.0.0.1:40000".into()),
             upstream_cluster: Some("app".into()),
+            upstream_address: Some("10.0.0.7:8080".into()),
             listener_direction: Some(2),
             protocol: Some("HTTP/1.1".into()),
             ..StreamEnd::default()
         },
     ));
     assert_eq!(span.kind, Kind::Client);
+    assert_eq!(
+        span.remote,
+        "10.0.0.7:8080".parse().ok(),
+        "CLIENT: upstream host"
+    );
     assert_eq!(span.timestamp_us(), 2_000);
     assert_eq!(span.duration_us(), 3_500);
     assert_eq!(span.name, "examp");
