@@ -222,6 +222,9 @@ struct Incoming {
 pub fn finish(cfg: &Config, node: &Node, open: OpenSpan, end: StreamEnd) -> Vec<Span> {
     let max = cfg.tags.max_value_length;
     let cap = |v: String| span::truncate(v, max);
+    // Addresses are parsed before tag values are capped: a cut address is no address.
+    let peer_addr = end.peer.as_deref().and_then(|p| p.parse().ok());
+    let upstream_addr = end.upstream_address.as_deref().and_then(|p| p.parse().ok());
     let mut http = open.http;
     let status = end.status.unwrap_or(0);
     http.status = status;
@@ -234,11 +237,6 @@ pub fn finish(cfg: &Config, node: &Node, open: OpenSpan, end: StreamEnd) -> Vec<
     http.upstream_cluster = end.upstream_cluster.map(cap);
     http.upstream_address = end.upstream_address.map(cap);
     let error = status == 0 || status >= 500 || http.grpc_status.is_some_and(|s| s != 0);
-    let peer_addr = http.peer.as_deref().and_then(|p| p.parse().ok());
-    let upstream_addr = http
-        .upstream_address
-        .as_deref()
-        .and_then(|p| p.parse().ok());
     let end_ns = end.now_ns.max(open.start_ns);
     let base = Span {
         trace_id: open.out.trace_id,
