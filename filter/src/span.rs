@@ -79,7 +79,7 @@ pub struct Http {
     pub response_flags: u64,
     pub request_size: Option<u64>,
     pub response_size: Option<u64>,
-    /// Downstream peer as Envoy reported it (`ip:port`, or whatever text it gave).
+    /// Downstream peer IP (Envoy's text as given when it is not `ip:port`); the port is in `remote`.
     pub peer: Option<String>,
     pub upstream_cluster: Option<String>,
     pub upstream_address: Option<String>,
@@ -203,7 +203,7 @@ pub(crate) fn fixture() -> Span {
             response_flags: 1 << 5,
             request_size: None,
             response_size: Some(91),
-            peer: Some("10.1.2.3:51000".into()),
+            peer: Some("10.1.2.3".into()),
             upstream_cluster: Some("app".into()),
             upstream_address: None,
         },

@@ -223,7 +223,7 @@ pub fn finish(cfg: &Config, node: &Node, open: OpenSpan, end: StreamEnd) -> Vec<
     let max = cfg.tags.max_value_length;
     let cap = |v: String| span::truncate(v, max);
     // Addresses are parsed before tag values are capped: a cut address is no address.
-    let peer_addr = end.peer.as_deref().and_then(|p| p.parse().ok());
+    let peer_addr: Option<std::net::SocketAddr> = end.peer.as_deref().and_then(|p| p.parse().ok());
     let upstream_addr = end.upstream_address.as_deref().and_then(|p| p.parse().ok());
     let mut http = open.http;
     let status = end.status.unwrap_or(0);
@@ -233,7 +233,9 @@ pub fn finish(cfg: &Config, node: &Node, open: OpenSpan, end: StreamEnd) -> Vec<
     http.response_flags = end.response_flags.unwrap_or(0);
     http.request_size = end.request_size;
     http.response_size = end.response_size;
-    http.peer = end.peer.map(cap);
+    http.peer = end
+        .peer
+        .map(|p| cap(peer_addr.map(|a| a.ip().to_string()).unwrap_or(p)));
     http.upstream_cluster = end.upstream_cluster.map(cap);
     http.upstream_address = end.upstream_address.map(cap);
     let error = status == 0 || status >= 500 || http.grpc_status.is_some_and(|s| s != 0);

@@ -96,12 +96,7 @@ fn encode_tags(span: &Span, t: &mut Tags<'_>) {
         &h.response_size.unwrap_or(0).to_string(),
     );
     if let Some(peer) = &h.peer {
-        // The IP alone, as Envoy tags it; the port is in remoteEndpoint.
-        let ip = peer
-            .parse::<std::net::SocketAddr>()
-            .map(|a| a.ip().to_string())
-            .unwrap_or_else(|_| peer.clone());
-        t.add(tag::PEER_ADDRESS, &ip);
+        t.add(tag::PEER_ADDRESS, peer);
     }
     if let Some(c) = &h.upstream_cluster {
         t.add(tag::UPSTREAM_CLUSTER, c);
