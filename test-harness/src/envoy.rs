@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
@@ -62,7 +62,16 @@ pub struct EnvoyProcess {
 static LIVE_GROUPS: [AtomicI32; 64] = [const { AtomicI32::new(0) }; 64];
 static INSTALL_HANDLER: Once = Once::new();
 
+/// While set, SIGINT only sets [`INTERRUPTED`] (the demo's `--hold` waits for it and then cleans
+/// up normally); otherwise SIGINT/SIGTERM/SIGHUP stop every registered group and exit.
+static HOLD_MODE: AtomicBool = AtomicBool::new(false);
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
 extern "C" fn on_interrupt(sig: libc::c_int) {
+    if sig == libc::SIGINT && HOLD_MODE.load(Ordering::SeqCst) {
+        INTERRUPTED.store(true, Ordering::SeqCst);
+        return;
+    }
     for g in &LIVE_GROUPS {
         let pgid = g.load(Ordering::SeqCst);
         if pgid > 0 {
@@ -76,7 +85,8 @@ extern "C" fn on_interrupt(sig: libc::c_int) {
     unsafe { libc::_exit(128 + sig) }
 }
 
-fn register_group(pgid: i32) {
+/// Installs the interrupt handler (once; registering a group also does).
+pub fn install_interrupt_handler() {
     INSTALL_HANDLER.call_once(|| {
         for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
             // SAFETY: installs a handler that only calls async-signal-safe functions.
@@ -88,6 +98,22 @@ fn register_group(pgid: i32) {
             }
         }
     });
+}
+
+/// Blocks until Ctrl-C (SIGINT), then returns so the caller cleans up normally.
+pub fn hold_until_interrupt() {
+    install_interrupt_handler();
+    INTERRUPTED.store(false, Ordering::SeqCst);
+    HOLD_MODE.store(true, Ordering::SeqCst);
+    while !INTERRUPTED.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    HOLD_MODE.store(false, Ordering::SeqCst);
+}
+
+/// Registers a process group the interrupt handler stops (SIGTERM) before the harness exits.
+pub fn register_group(pgid: i32) {
+    install_interrupt_handler();
     for g in &LIVE_GROUPS {
         if g.compare_exchange(0, pgid, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok()
@@ -97,13 +123,13 @@ fn register_group(pgid: i32) {
     }
 }
 
-fn unregister_group(pgid: i32) {
+pub fn unregister_group(pgid: i32) {
     for g in &LIVE_GROUPS {
         let _ = g.compare_exchange(pgid, 0, Ordering::SeqCst, Ordering::SeqCst);
     }
 }
 
-fn signal_group(pgid: i32, sig: i32) -> bool {
+pub fn signal_group(pgid: i32, sig: i32) -> bool {
     // SAFETY: kill(2) with a negative pid signals the process group we created; no memory involved.
     unsafe { libc::kill(-pgid, sig) == 0 }
 }

@@ -1,7 +1,7 @@
 //! Evaluation of a scenario's `expect:` block against what was observed. Pure: no I/O.
 
 use crate::matcher::{Matcher, RefResolver};
-use crate::scenario::{Expect, RequestSel, SpanMatcher, SpansExpect};
+use crate::scenario::{CollectedExpect, Expect, RequestSel, SpanMatcher, SpansExpect};
 use crate::spans::{truncate, Span};
 use crate::upstream::{ExportPost, RecordedRequest};
 use std::collections::{BTreeMap, BTreeSet};
@@ -64,6 +64,32 @@ pub struct Observations {
     pub window_us: Option<(u64, u64)>,
     /// The most export requests the collector held open at one time.
     pub collector_max_concurrent: u64,
+    /// What a real collector stored (`real_collector:` scenarios).
+    pub collected: Option<Collected>,
+}
+
+/// A real collector's own ingest counters.
+#[derive(Debug, Clone, Default)]
+pub struct IngestStats {
+    /// Spans the collector says it accepted.
+    pub accepted: f64,
+    /// Every dropped/refused counter (name, value).
+    pub dropped: Vec<(String, f64)>,
+}
+
+/// What a real collector stored, read back through its query API after quiescence.
+#[derive(Debug, Clone)]
+pub struct Collected {
+    /// `jaeger` or `zipkin`.
+    pub kind: String,
+    /// Stored spans in the Zipkin v2 shape; `Span::envoy` is the service name.
+    pub spans: Vec<Span>,
+    pub services: Vec<String>,
+    /// Why reading the query API failed, if it did.
+    pub error: Option<String>,
+    pub ingest: Result<IngestStats, String>,
+    /// How long the harness polled until the stored span count was stable.
+    pub waited_ms: u64,
 }
 
 impl RefResolver for Observations {
@@ -166,6 +192,9 @@ pub fn evaluate(expect: &Expect, obs: &Observations) -> Vec<Check> {
     upstream_checks(expect, obs, &mut out);
     if let Some(sp) = &expect.spans {
         span_checks(sp, obs, &mut out);
+    }
+    if let Some(c) = &obs.collected {
+        collected_checks(expect.collected.as_ref(), c, obs, &mut out);
     }
     for (envoy, metrics) in &expect.metrics {
         let Some(stats) = obs.metrics.get(envoy) else {
@@ -889,6 +918,12 @@ fn span_checks(sp: &SpansExpect, obs: &Observations, out: &mut Vec<Check>) {
             },
         ));
     }
+    match_checks(sp, spans, obs, out);
+}
+
+/// `match:` of a span expectation against `spans` (refs resolve through `refs`).
+fn match_checks(sp: &SpansExpect, spans: &[Span], refs: &dyn RefResolver, out: &mut Vec<Check>) {
+    let obs = refs;
     if sp.matchers.is_empty() {
         return;
     }
@@ -925,6 +960,263 @@ fn span_checks(sp: &SpansExpect, obs: &Observations, out: &mut Vec<Check>) {
                     ));
                 }
             }
+        }
+    }
+}
+
+/// Spans the instrumented apps reported and the collector accepted (2xx).
+pub fn app_reported(obs: &Observations) -> u64 {
+    obs.upstreams
+        .values()
+        .flatten()
+        .filter_map(|r| r.report.as_ref())
+        .filter(|r| r.status.as_ref().is_ok_and(|s| (200..300).contains(s)))
+        .count() as u64
+}
+
+/// The spans a real collector must hold: every span the Envoys exported, plus the apps' own.
+pub fn expected_stored(obs: &Observations) -> u64 {
+    obs.metrics
+        .values()
+        .map(|st| metric_value(st, "spans_exported"))
+        .sum::<u64>()
+        + app_reported(obs)
+}
+
+fn collected_checks(
+    ce: Option<&CollectedExpect>,
+    c: &Collected,
+    obs: &Observations,
+    out: &mut Vec<Check>,
+) {
+    let kind = &c.kind;
+    if let Some(e) = &c.error {
+        out.push(Check::fail(
+            format!("{kind}: query API read back"),
+            e.clone(),
+        ));
+    }
+    // Every export request was accepted, nothing dropped inside the filter.
+    let mut bad = Vec::new();
+    for (envoy, st) in &obs.metrics {
+        for k in ["export_requests_failed", "spans_dropped"] {
+            match find_metric(st, k) {
+                Some(0) => {}
+                Some(n) => bad.push(format!("{envoy}: {k}={n}")),
+                None => bad.push(format!("{envoy}: no counter meshtrace_{k}")),
+            }
+        }
+    }
+    out.push(Check::new(
+        bad.is_empty(),
+        format!("built-in: {kind} accepted every export request (export_requests_failed = spans_dropped = 0)"),
+        bad.join("; "),
+    ));
+    let reports: Vec<(String, usize, &crate::upstream::AppReport)> = obs
+        .upstreams
+        .iter()
+        .flat_map(|(u, rs)| {
+            rs.iter()
+                .enumerate()
+                .filter_map(move |(i, r)| r.report.as_ref().map(|rep| (u.clone(), i, rep)))
+        })
+        .collect();
+    if !reports.is_empty() {
+        let bad: Vec<String> = reports
+            .iter()
+            .filter(|(_, _, r)| !r.status.as_ref().is_ok_and(|s| (200..300).contains(s)))
+            .map(|(u, i, r)| format!("{u} #{i}: {:?}", r.status))
+            .collect();
+        out.push(Check::new(
+            bad.is_empty(),
+            format!(
+                "built-in: {kind} accepted the {} span(s) the apps reported",
+                reports.len()
+            ),
+            bad.join("; "),
+        ));
+    }
+    match &c.ingest {
+        Ok(st) => {
+            let nonzero: Vec<String> = st
+                .dropped
+                .iter()
+                .filter(|(_, v)| *v != 0.0)
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            out.push(Check::new(
+                nonzero.is_empty(),
+                format!("built-in: {kind} self-metrics show no dropped/refused spans"),
+                if nonzero.is_empty() {
+                    format!(
+                        "accepted {}; {}",
+                        st.accepted,
+                        st.dropped
+                            .iter()
+                            .map(|(k, v)| format!("{k}={v}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                } else {
+                    nonzero.join(", ")
+                },
+            ));
+        }
+        Err(e) => out.push(Check::fail(
+            format!("built-in: {kind} self-metrics read"),
+            e.clone(),
+        )),
+    }
+    let want = expected_stored(obs);
+    let got = c.spans.len() as u64;
+    out.push(Check::new(
+        got == want,
+        format!(
+            "built-in: {kind} stored every exported span (sum of spans_exported + {} app-reported = {want})",
+            app_reported(obs)
+        ),
+        format!("stored {got} (polled {} ms)", c.waited_ms),
+    ));
+    let mut problems = Vec::new();
+    for s in &c.spans {
+        match (s.timestamp_us(), s.duration_us()) {
+            (Some(ts), Some(d)) if d > 0 => {
+                if let Some((lo, hi)) = obs.window_us {
+                    if ts < lo || ts.saturating_add(d) > hi {
+                        problems.push(format!(
+                            "span {} ({}): timestamp {ts} + duration {d} µs outside the run [{lo}, {hi}]",
+                            s.id(),
+                            s.envoy
+                        ));
+                    }
+                }
+            }
+            (ts, d) => problems.push(format!(
+                "span {} ({}): timestamp {ts:?}, duration {d:?} (need both, duration > 0)",
+                s.id(),
+                s.envoy
+            )),
+        }
+    }
+    if !c.spans.is_empty() {
+        let n = problems.len();
+        problems.truncate(6);
+        out.push(Check::new(
+            n == 0,
+            format!(
+                "built-in: all {} stored spans lie in the run, duration > 0",
+                c.spans.len()
+            ),
+            if n == 0 {
+                String::new()
+            } else {
+                format!("{n} problem(s): {}", problems.join("; "))
+            },
+        ));
+    }
+    let Some(ce) = ce else { return };
+    let mut per_trace: BTreeMap<String, u64> = BTreeMap::new();
+    for s in &c.spans {
+        *per_trace.entry(s.trace_id()).or_default() += 1;
+    }
+    if ce.empty {
+        out.push(Check::new(
+            c.spans.is_empty() && c.services.is_empty(),
+            format!("{kind}: nothing stored"),
+            format!("{} span(s), services {:?}", c.spans.len(), c.services),
+        ));
+    }
+    if let Some(t) = &ce.traces {
+        out.push(Check::new(
+            t.accepts(per_trace.len() as u64),
+            format!("{kind}: {t} trace(s) stored"),
+            format!("got {}", per_trace.len()),
+        ));
+    }
+    if let Some(n) = &ce.spans {
+        out.push(Check::new(
+            n.accepts(got),
+            format!("{kind}: {n} span(s) stored"),
+            format!("got {got}"),
+        ));
+    }
+    if let Some(k) = &ce.per_trace {
+        let bad: Vec<String> = per_trace
+            .iter()
+            .filter(|(_, n)| !k.accepts(**n))
+            .take(5)
+            .map(|(t, n)| format!("{t}: {n}"))
+            .collect();
+        out.push(Check::new(
+            bad.is_empty() && !per_trace.is_empty(),
+            format!("{kind}: every trace has {k} span(s)"),
+            if per_trace.is_empty() {
+                "no traces stored".to_string()
+            } else {
+                format!("{bad:?}")
+            },
+        ));
+    }
+    if let Some(want) = &ce.services {
+        let got: BTreeSet<String> = c.services.iter().cloned().collect();
+        out.push(Check::new(
+            &got == want,
+            format!("{kind}: services = {want:?}"),
+            format!("got {got:?}"),
+        ));
+    }
+    if ce.nested {
+        let mut bad = Vec::new();
+        for s in &c.spans {
+            let Some(p) = s.parent_id() else { continue };
+            let Some(parent) = c
+                .spans
+                .iter()
+                .find(|q| q.id() == p && q.trace_id() == s.trace_id() && !std::ptr::eq(*q, s))
+            else {
+                continue;
+            };
+            if let (Some(cs), Some(cd), Some(ps), Some(pd)) = (
+                s.timestamp_us(),
+                s.duration_us(),
+                parent.timestamp_us(),
+                parent.duration_us(),
+            ) {
+                if cs < ps || cs + cd > ps + pd + 1000 {
+                    bad.push(format!(
+                        "{} {} [{cs}, +{cd}] not within parent {} {} [{ps}, +{pd}]",
+                        s.envoy,
+                        s.id(),
+                        parent.envoy,
+                        parent.id()
+                    ));
+                }
+            }
+        }
+        out.push(Check::new(
+            bad.is_empty() && !c.spans.is_empty(),
+            format!("{kind}: every child span lies within its parent (+1 ms)"),
+            if c.spans.is_empty() {
+                "no spans stored".to_string()
+            } else {
+                truncate(&bad.join("; "), 600)
+            },
+        ));
+    }
+    if !ce.matchers.is_empty() {
+        let mut sub = Vec::new();
+        let sp = SpansExpect {
+            matchers: ce.matchers.clone(),
+            ..Default::default()
+        };
+        match_checks(&sp, &c.spans, obs, &mut sub);
+        for ch in sub {
+            out.push(Check {
+                label: ch
+                    .label
+                    .replacen("span match", &format!("{kind} span match"), 1),
+                ..ch
+            });
         }
     }
 }

@@ -5,6 +5,7 @@
 //! Modules are split so the pure parts (matchers, config patching, expectation evaluation, trace
 //! rendering) are unit-tested without Envoy.
 
+pub mod collectors;
 pub mod config;
 pub mod demo;
 pub mod envoy;
@@ -12,6 +13,7 @@ pub mod expect;
 pub mod http;
 pub mod istio;
 pub mod matcher;
+pub mod normalize;
 pub mod oci;
 pub mod oci_cli;
 pub mod oci_e2e;

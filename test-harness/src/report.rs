@@ -49,10 +49,23 @@ pub fn render(o: &Outcome) -> String {
 }
 
 fn render_trace_section(o: &Outcome) -> String {
-    if o.spans.is_empty() {
-        return "   traces: none collected\n".to_string();
+    match o.collector {
+        Some((kind, _)) => {
+            let mut out = trace_section(&o.collected, &format!("stored in {}", kind.name()));
+            if !o.spans.is_empty() {
+                out.push_str(&trace_section(&o.spans, "received by the fake collector"));
+            }
+            out
+        }
+        None => trace_section(&o.spans, "collected"),
     }
-    let tree = render_traces(&o.spans);
+}
+
+fn trace_section(spans: &[crate::spans::Span], what: &str) -> String {
+    if spans.is_empty() {
+        return format!("   traces: none {what}\n");
+    }
+    let tree = render_traces(spans);
     let mut traces: Vec<String> = Vec::new();
     for line in tree.lines() {
         if line.starts_with("trace ") {
@@ -65,10 +78,10 @@ fn render_trace_section(o: &Outcome) -> String {
     }
     let n = traces.len();
     let mut out = format!(
-        "   traces ({n} trace{}, {} span{}):\n",
+        "   traces {what} ({n} trace{}, {} span{}):\n",
         if n == 1 { "" } else { "s" },
-        o.spans.len(),
-        if o.spans.len() == 1 { "" } else { "s" }
+        spans.len(),
+        if spans.len() == 1 { "" } else { "s" }
     );
     for t in traces.iter().take(MAX_TRACES_SHOWN) {
         for l in t.lines() {
@@ -135,12 +148,14 @@ mod tests {
             envoy_log_dirs: BTreeMap::new(),
             run_dir: Some("/tmp/run".into()),
             elapsed: Duration::from_millis(1500),
+            collected: Vec::new(),
+            collector: None,
         };
         let r = render(&o);
         assert!(r.starts_with("━━ x — FAIL\n   desc\n"), "{r}");
         assert!(r.contains("   PASS  good\n   PASS  info  [got 1]\n   FAIL  bad\n         → got 3\n         → second line\n"));
         assert!(r.contains(
-            "traces (1 trace, 1 span):\n     trace 0000000000000001 (1 span)\n     └─ gateway"
+            "traces collected (1 trace, 1 span):\n     trace 0000000000000001 (1 span)\n     └─ gateway"
         ));
         assert!(r.contains("run dir kept: /tmp/run"));
         assert!(r.contains("=> FAIL x (1.5s, 3 checks, 1 failed)"));

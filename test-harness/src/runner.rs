@@ -1,11 +1,14 @@
 //! Runs one scenario end to end: servers, Envoys, requests, quiescence, evaluation.
 
-use crate::config::{load_shipped, patch_config, Patch, PluginConfig};
+use crate::collectors::{CollectorBins, RealCollector};
+use crate::config::{
+    load_shipped, patch_config, plugin_config_string, render_plugin_config, Patch, PluginConfig,
+};
 use crate::envoy::{EnvoyProcess, Launch, StartOutcome};
-use crate::expect::{evaluate, metric_value, Check, Observations};
+use crate::expect::{evaluate, expected_stored, metric_value, Check, Collected, Observations};
 use crate::http;
 use crate::repo;
-use crate::scenario::{EnvoySpec, RequestSpec, Scenario};
+use crate::scenario::{EnvoySpec, RealCollectorKind, RequestSpec, Scenario};
 use crate::spans::{truncate, Span};
 use crate::upstream::{closed_port, Collector, RouteTable, UpstreamServer};
 use std::collections::BTreeMap;
@@ -24,6 +27,10 @@ pub struct Tools {
     pub func_e: PathBuf,
     /// Keep every run directory, not only failed ones.
     pub keep_logs: bool,
+    /// Real collectors (`real_collector:` scenarios).
+    pub collectors: CollectorBins,
+    /// Real collectors prefer their well-known ports (Jaeger query 16686, Zipkin 9411) when free.
+    pub well_known_ports: bool,
 }
 
 impl Tools {
@@ -44,6 +51,8 @@ impl Tools {
             wasm: env_path("MESHTRACE_WASM").unwrap_or_else(|| repo::default_wasm(&repo)),
             envoy: repo::default_envoy(&repo),
             func_e: env_path("MESHTRACE_FUNC_E").unwrap_or_else(|| repo::default_func_e(&repo)),
+            collectors: CollectorBins::discover(&repo),
+            well_known_ports: false,
             repo,
             keep_logs: std::env::var("MESHTRACE_KEEP_LOGS").is_ok_and(|v| v == "1"),
         })
@@ -108,6 +117,11 @@ pub struct Outcome {
     /// Kept run directory (failed runs, or `keep_logs`).
     pub run_dir: Option<PathBuf>,
     pub elapsed: Duration,
+    /// The spans the real collector stored (`real_collector:` scenarios), read back after
+    /// quiescence; `Span::envoy` is the service name.
+    pub collected: Vec<Span>,
+    /// The real collector and its query API address, if the scenario used one.
+    pub collector: Option<(RealCollectorKind, SocketAddr)>,
 }
 
 impl Outcome {
@@ -126,6 +140,8 @@ impl Outcome {
             envoy_log_dirs: BTreeMap::new(),
             run_dir: None,
             elapsed: Duration::ZERO,
+            collected: Vec::new(),
+            collector: None,
         }
     }
 
@@ -142,6 +158,10 @@ pub struct Live<'a> {
     pub admin: BTreeMap<String, String>,
     pub listeners: BTreeMap<String, SocketAddr>,
     pub scenario: &'a Scenario,
+    /// The real collector (kind, query API address), if any.
+    pub collector: Option<(RealCollectorKind, SocketAddr)>,
+    /// What it stored (already read back).
+    pub collected: &'a [Span],
 }
 
 static RUN_COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -247,6 +267,15 @@ pub fn run_scenario(sc: &Scenario, tools: &Tools, on_live: &mut dyn FnMut(&Live)
         outcome.checks.push(Check::fail("tools are available", e));
         return outcome;
     }
+    if let Some(kind) = sc.real_collector {
+        if let Err(e) = tools.collectors.require(kind) {
+            outcome.checks.push(Check::fail(
+                format!("real collector {} available", kind.name()),
+                e,
+            ));
+            return outcome;
+        }
+    }
     let run_dir = match make_run_dir(&tools.repo, &sc.name) {
         Ok(d) => d,
         Err(e) => {
@@ -266,7 +295,23 @@ pub fn run_scenario(sc: &Scenario, tools: &Tools, on_live: &mut dyn FnMut(&Live)
     }
     outcome.spans = obs.spans;
     outcome.metrics = obs.metrics;
+    if let Some(c) = obs.collected {
+        outcome.collected = c.spans;
+    }
     outcome.elapsed = t0.elapsed();
+    if !outcome.collected.is_empty() {
+        let _ = std::fs::write(
+            run_dir.join("collected.json"),
+            serde_json::to_string_pretty(
+                &outcome
+                    .collected
+                    .iter()
+                    .map(|s| s.raw.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap_or_default(),
+        );
+    }
     let _ = std::fs::write(
         run_dir.join("spans.json"),
         serde_json::to_string_pretty(
@@ -466,6 +511,83 @@ fn now_us() -> u64 {
         .unwrap_or_default()
 }
 
+/// True when the Envoy's merged plugin configuration exports OTLP JSON (`collector.format`).
+fn exports_otlp(tools: &Tools, e: &EnvoySpec) -> bool {
+    let rendered = load_shipped(&tools.repo, e.config.file_name())
+        .and_then(|doc| plugin_config_string(&doc))
+        .and_then(|t| render_plugin_config(&t, &plugin_of(e)));
+    rendered
+        .ok()
+        .and_then(|r| serde_json::from_str::<serde_json::Value>(&r).ok())
+        .and_then(|v| {
+            v.get("collector")
+                .and_then(|c| c.get("format"))
+                .and_then(|f| f.as_str())
+                .map(|f| f == "otlp_json")
+        })
+        .unwrap_or(false)
+}
+
+/// Polls the real collector until the number of stored spans is `expected` and stable across
+/// two polls (or stable for ~1.5 s at another number, or 10 s pass).
+fn read_collected(c: &RealCollector, expected: u64) -> Collected {
+    let t0 = Instant::now();
+    let deadline = t0 + Duration::from_secs(10);
+    let mut prev: Option<usize> = None;
+    let mut stable = 0;
+    let mut spans = Vec::new();
+    let mut error: Option<String>;
+    loop {
+        std::thread::sleep(Duration::from_millis(if prev.is_none() {
+            150
+        } else {
+            250
+        }));
+        match c.read_spans() {
+            Ok(v) => {
+                error = None;
+                let n = v.len();
+                stable = if prev == Some(n) { stable + 1 } else { 0 };
+                prev = Some(n);
+                spans = v;
+                if (n as u64 == expected && stable >= 1) || stable >= 6 {
+                    break;
+                }
+            }
+            Err(e) => error = Some(e),
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+    }
+    let services = match c.services() {
+        Ok(s) => s,
+        Err(e) => {
+            error.get_or_insert(e);
+            Vec::new()
+        }
+    };
+    Collected {
+        kind: c.kind.name().to_string(),
+        spans: spans
+            .into_iter()
+            .map(|raw| {
+                let svc = raw
+                    .get("localEndpoint")
+                    .and_then(|l| l.get("serviceName"))
+                    .and_then(|s| s.as_str())
+                    .unwrap_or("?")
+                    .to_string();
+                Span::new(&svc, raw)
+            })
+            .collect(),
+        services,
+        error,
+        ingest: c.ingest_stats(),
+        waited_ms: t0.elapsed().as_millis() as u64,
+    }
+}
+
 fn execute(
     sc: &Scenario,
     tools: &Tools,
@@ -476,10 +598,31 @@ fn execute(
     let mut obs = Observations::default();
     let checks = &mut outcome.checks;
     let routes: RouteTable = RouteTable::default();
+    // The real collector starts first: its (JVM) start overlaps the Envoys'.
+    let mut real = match sc.real_collector {
+        None => None,
+        Some(kind) => match RealCollector::spawn(
+            kind,
+            &tools.collectors,
+            &run_dir.join(kind.name()),
+            tools.well_known_ports,
+        ) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                checks.push(Check::fail(
+                    format!("real collector {} started", kind.name()),
+                    e,
+                ));
+                return (obs, true);
+            }
+        },
+    };
+    outcome.collector = real.as_ref().map(|c| (c.kind, c.query));
+    let report_to = real.as_ref().map(|c| c.zipkin_in);
     let mut collector = Collector::new(&sc.collector);
     let mut upstreams: BTreeMap<String, UpstreamServer> = BTreeMap::new();
     for u in &sc.upstreams {
-        match UpstreamServer::start(u, routes.clone()) {
+        match UpstreamServer::start(u, routes.clone(), report_to) {
             Ok(s) => {
                 upstreams.insert(u.name.clone(), s);
             }
@@ -493,7 +636,11 @@ fn execute(
     // (`collector_via`) forwards to the endpoint of the Envoy it relays for.
     let mut endpoints: BTreeMap<String, SocketAddr> = BTreeMap::new();
     for e in &sc.envoys {
-        match collector.endpoint_for(&e.name) {
+        let ep = match &real {
+            Some(c) => Ok(c.ingest(exports_otlp(tools, e))),
+            None => collector.endpoint_for(&e.name),
+        };
+        match ep {
             Ok(a) => {
                 endpoints.insert(e.name.clone(), a);
             }
@@ -508,28 +655,40 @@ fn execute(
     }
     let t_start = now_us();
 
-    // Launch every Envoy, then wait for all of them; Envoys that export through a relay Envoy
-    // start in a second wave, once the relay's listener address is known.
+    // Launch the Envoys in waves: an Envoy starts once the Envoys it exports through
+    // (`collector_via`) or forwards to (`upstream_envoy`) are ready and their listeners known.
+    let waves = match sc.start_waves() {
+        Ok(w) => w,
+        Err(e) => {
+            checks.push(Check::fail("envoy start order", e));
+            return (obs, true);
+        }
+    };
     let mut started: Vec<Started> = Vec::new();
     // Closed ports the `app` clusters of unreachable upstreams point at, reserved until the end.
     let mut reserved = Vec::new();
     let mut abort = false;
-    for wave in [false, true] {
+    let listener_of = |name: &str, what: &str| {
+        routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .copied()
+            .ok_or_else(|| format!("{what} envoy {name} has no listener"))
+    };
+    for wave in waves {
         let first = started.len();
-        for e in sc
-            .envoys
-            .iter()
-            .filter(|e| e.collector_via.is_some() == wave)
-        {
+        for e in wave {
             let up = sc.upstream_of(e);
             obs.envoy_upstream.insert(e.name.clone(), up.clone());
-            let app = match (sc.relayed_by(&e.name), up.as_ref()) {
-                (Some(src), _) => Ok(endpoints[&src.name]),
-                (None, Some(u)) => upstreams
+            let app = match (sc.relayed_by(&e.name), &e.upstream_envoy, up.as_ref()) {
+                (Some(src), _, _) => Ok(endpoints[&src.name]),
+                (None, Some(next), _) => listener_of(next, "upstream"),
+                (None, None, Some(u)) => upstreams
                     .get(u)
                     .map(|s| s.addr)
                     .ok_or_else(|| format!("no upstream {u}")),
-                (None, None) => closed_port().map_err(|e| e.to_string()).map(|p| {
+                (None, None, None) => closed_port().map_err(|e| e.to_string()).map(|p| {
                     let addr = p.addr;
                     reserved.push(p);
                     addr
@@ -537,12 +696,7 @@ fn execute(
             };
             let zipkin = match &e.collector_via {
                 None => Ok(endpoints[&e.name]),
-                Some(via) => routes
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(via)
-                    .copied()
-                    .ok_or_else(|| format!("relay envoy {via} has no listener")),
+                Some(via) => listener_of(via, "relay"),
             };
             match app
                 .and_then(|app| Ok((app, zipkin?)))
@@ -567,6 +721,27 @@ fn execute(
         );
         if abort {
             break;
+        }
+    }
+    if let (false, Some(c)) = (abort, real.as_mut()) {
+        match c.wait_ready(Duration::from_secs(60)) {
+            Ok(took) => checks.push(Check::pass(
+                format!("real collector {} ready", c.kind.name()),
+                format!(
+                    "query http://{} ingest {}{} after {} ms",
+                    c.query,
+                    c.zipkin_in,
+                    c.otlp_in.map(|o| format!(" otlp {o}")).unwrap_or_default(),
+                    took.as_millis()
+                ),
+            )),
+            Err(e) => {
+                abort = true;
+                checks.push(Check::fail(
+                    format!("real collector {} ready", c.kind.name()),
+                    e,
+                ));
+            }
         }
     }
 
@@ -600,6 +775,12 @@ fn execute(
                 }
             }
         }
+        if let Some(c) = &real {
+            for (name, u) in &upstreams {
+                obs.upstreams.insert(name.clone(), u.records());
+            }
+            obs.collected = Some(read_collected(c, expected_stored(&obs)));
+        }
         let live = Live {
             admin: started
                 .iter()
@@ -613,6 +794,12 @@ fn execute(
                 .map(|(k, v)| (k.clone(), *v))
                 .collect(),
             scenario: sc,
+            collector: outcome.collector,
+            collected: obs
+                .collected
+                .as_ref()
+                .map(|c| c.spans.as_slice())
+                .unwrap_or(&[]),
         };
         on_live(&live);
     }
@@ -625,6 +812,12 @@ fn execute(
         }
     }
     drop(started);
+    if let Some(mut c) = real.take() {
+        c.stop();
+        outcome
+            .envoy_log_dirs
+            .insert(format!("({} collector)", c.kind.name()), c.log.clone());
+    }
     for (name, u) in &upstreams {
         obs.upstreams.insert(name.clone(), u.records());
     }

@@ -24,6 +24,28 @@ pub struct Scenario {
     pub quiescence_timeout_ms: Option<u64>,
     #[serde(default)]
     pub expect: Expect,
+    /// Run a real collector for this scenario and point every Envoy's `zipkin` cluster at it.
+    #[serde(default)]
+    pub real_collector: Option<RealCollectorKind>,
+}
+
+/// A real collector the harness can start (see `collectors.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RealCollectorKind {
+    /// Jaeger v2 (OTLP/HTTP and Zipkin receivers, in-memory storage, query API).
+    Jaeger,
+    /// Zipkin server (in-memory storage).
+    Zipkin,
+}
+
+impl RealCollectorKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            RealCollectorKind::Jaeger => "jaeger",
+            RealCollectorKind::Zipkin => "zipkin",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -79,6 +101,10 @@ pub struct EnvoySpec {
     /// named Envoy, whose `app` cluster points at this Envoy's collector endpoint.
     #[serde(default)]
     pub collector_via: Option<String>,
+    /// Point the `app` cluster at the listener of the named Envoy (a proxy in front of another
+    /// proxy, like an ingress gateway in front of a sidecar). That Envoy starts first.
+    #[serde(default)]
+    pub upstream_envoy: Option<String>,
 }
 
 /// The Envoy bootstrap `node:` block (what Istio's agent fills in).
@@ -106,6 +132,17 @@ pub struct UpstreamSpec {
     /// Canned responses by path prefix (the first match wins; checked before the built-in routes).
     #[serde(default)]
     pub responses: Vec<CannedResponse>,
+    /// An instrumented app: for each sampled request it reports its own SERVER span to the
+    /// scenario's real collector.
+    #[serde(default)]
+    pub report_span: Option<ReportSpan>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportSpan {
+    /// `localEndpoint.serviceName` of the reported spans.
+    pub service: String,
 }
 
 /// A fixed response for requests whose path starts with `when_path_prefix`.
@@ -482,6 +519,38 @@ pub struct Expect {
     /// Any Envoy stat: the sum of the stats whose full name matches `name_re`.
     #[serde(default)]
     pub envoy_stats: BTreeMap<String, Vec<StatExpect>>,
+    /// What the real collector stored, read back through its query API.
+    #[serde(default)]
+    pub collected: Option<CollectedExpect>,
+}
+
+/// Expectations on the spans a real collector stored (`real_collector:` scenarios).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CollectedExpect {
+    /// Distinct trace ids stored.
+    #[serde(default)]
+    pub traces: Option<CountSpec>,
+    /// Spans stored in total.
+    #[serde(default)]
+    pub spans: Option<CountSpec>,
+    /// Every stored trace has this many spans.
+    #[serde(default)]
+    pub per_trace: Option<CountSpec>,
+    /// The exact set of service names stored.
+    #[serde(default)]
+    pub services: Option<BTreeSet<String>>,
+    /// Span matchers as in `expect.spans.match`, applied to the stored spans (`envoy` is the
+    /// service name there).
+    #[serde(default, rename = "match")]
+    pub matchers: Vec<SpanMatcher>,
+    /// Every child span lies within its parent (start no earlier, end no later than parent end +
+    /// 1 ms).
+    #[serde(default)]
+    pub nested: bool,
+    /// Nothing at all was stored.
+    #[serde(default)]
+    pub empty: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -510,7 +579,10 @@ impl Scenario {
 
     /// The upstream name the envoy's `app` cluster points at (None when unreachable/absent).
     pub fn upstream_of(&self, envoy: &EnvoySpec) -> Option<String> {
-        if envoy.upstream_unreachable || self.relayed_by(&envoy.name).is_some() {
+        if envoy.upstream_unreachable
+            || envoy.upstream_envoy.is_some()
+            || self.relayed_by(&envoy.name).is_some()
+        {
             return None;
         }
         if let Some(u) = &envoy.upstream {
@@ -527,6 +599,113 @@ impl Scenario {
         self.envoys
             .iter()
             .find(|e| e.collector_via.as_deref() == Some(relay))
+    }
+
+    /// The Envoys `e` must start after: its relay (`collector_via`) and its `upstream_envoy`.
+    pub fn start_deps<'a>(&self, e: &'a EnvoySpec) -> Vec<&'a str> {
+        e.collector_via
+            .iter()
+            .chain(e.upstream_envoy.iter())
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// Start order in waves: every Envoy starts after the Envoys it depends on. Err on a cycle.
+    pub fn start_waves(&self) -> Result<Vec<Vec<&EnvoySpec>>, String> {
+        let mut done: BTreeSet<&str> = BTreeSet::new();
+        let mut waves = Vec::new();
+        while done.len() < self.envoys.len() {
+            let wave: Vec<&EnvoySpec> = self
+                .envoys
+                .iter()
+                .filter(|e| !done.contains(e.name.as_str()))
+                .filter(|e| {
+                    self.start_deps(e)
+                        .iter()
+                        .all(|d| done.contains(d) || self.envoy(d).is_none())
+                })
+                .collect();
+            if wave.is_empty() {
+                return Err("envoys: collector_via/upstream_envoy form a cycle".to_string());
+            }
+            done.extend(wave.iter().map(|e| e.name.as_str()));
+            waves.push(wave);
+        }
+        Ok(waves)
+    }
+
+    fn validate_real_collector(&self, errs: &mut Vec<String>) {
+        for e in &self.envoys {
+            let Some(t) = &e.upstream_envoy else { continue };
+            match self.envoy(t) {
+                None => errs.push(format!("envoy {}: upstream_envoy {t} unknown", e.name)),
+                Some(x) if x.name == e.name => {
+                    errs.push(format!("envoy {}: upstream_envoy is itself", e.name))
+                }
+                Some(x) if x.expect_start_failure || e.expect_start_failure => errs.push(format!(
+                    "envoy {}: upstream_envoy and expect_start_failure do not mix",
+                    e.name
+                )),
+                Some(_) => {}
+            }
+            if e.upstream.is_some() || e.upstream_unreachable {
+                errs.push(format!(
+                    "envoy {}: upstream_envoy excludes upstream/upstream_unreachable",
+                    e.name
+                ));
+            }
+        }
+        if let Err(e) = self.start_waves() {
+            errs.push(e);
+        }
+        let real = self.real_collector.is_some();
+        if !real {
+            if self.expect.collected.is_some() {
+                errs.push("expect.collected needs real_collector".to_string());
+            }
+            for u in &self.upstreams {
+                if u.report_span.is_some() {
+                    errs.push(format!(
+                        "upstream {}: report_span needs real_collector",
+                        u.name
+                    ));
+                }
+            }
+            return;
+        }
+        if self.collector.mode != CollectorMode::Up
+            || self.collector.status != default_collector_status()
+            || self.collector.delay_ms != 0
+        {
+            errs.push(
+                "real_collector: the fake collector's `collector:` settings do not apply"
+                    .to_string(),
+            );
+        }
+        for e in &self.envoys {
+            if e.collector_via.is_some() {
+                errs.push(format!(
+                    "envoy {}: collector_via does not mix with real_collector",
+                    e.name
+                ));
+            }
+        }
+        if let Some(c) = &self.expect.collected {
+            for (i, m) in c.matchers.iter().enumerate() {
+                if let Some(p) = m.parent {
+                    if p >= c.matchers.len() || p == i {
+                        errs.push(format!("expect.collected.match[{i}]: bad parent index {p}"));
+                    }
+                }
+            }
+            if c.empty
+                && (c.spans.is_some_and(|s| !s.accepts(0))
+                    || c.traces.is_some_and(|s| !s.accepts(0))
+                    || !c.matchers.is_empty())
+            {
+                errs.push("expect.collected: empty contradicts spans/traces/match".to_string());
+            }
+        }
     }
 
     /// Cross-reference checks.
@@ -556,6 +735,7 @@ impl Scenario {
                 }
             } else if !e.upstream_unreachable
                 && !e.expect_start_failure
+                && e.upstream_envoy.is_none()
                 && self.relayed_by(&e.name).is_none()
                 && self.upstreams.len() != 1
             {
@@ -577,6 +757,7 @@ impl Scenario {
                 }
             }
         }
+        self.validate_real_collector(&mut errs);
         let mut relays = BTreeSet::new();
         for e in &self.envoys {
             if let Some(meta) = e.node.as_ref().and_then(|n| n.metadata.as_ref()) {

@@ -155,28 +155,35 @@ impl Span {
         p
     }
 
-    /// One-line summary used in trace trees.
+    /// One-line summary used in trace trees: service, name, kind, duration, then the exporting
+    /// Envoy (when it differs from the service), id, debug flag and key tags.
     pub fn summary(&self) -> String {
-        let dur = match self.duration_us() {
-            Some(d) if d >= 10_000 => format!("{:.1}ms", d as f64 / 1000.0),
-            Some(d) => format!("{d}µs"),
-            None => "?µs".to_string(),
-        };
+        self.summary_with_bar(None)
+    }
+
+    fn summary_with_bar(&self, bar: Option<String>) -> String {
+        let service = self.field("serviceName").unwrap_or_else(|| "?".into());
         let mut s = format!(
-            "{} {:?} {} {} [envoy {}] id={}",
-            self.field("serviceName").unwrap_or_else(|| "?".into()),
+            "{service}  {}  {}  {}",
             self.field("name").unwrap_or_default(),
             self.field("kind").unwrap_or_else(|| "?".into()),
-            dur,
-            self.envoy,
-            self.id()
+            format_duration(self.duration_us()),
         );
+        if let Some(b) = bar {
+            s.push_str("  ");
+            s.push_str(&b);
+        }
+        if self.envoy != service {
+            s.push_str(&format!("  [envoy {}]", self.envoy));
+        }
+        s.push_str(&format!(" id={}", self.id()));
         if self.field("debug").as_deref() == Some("true") {
             s.push_str(" DEBUG");
         }
         let tags = self.tags();
         for k in [
             "http.status_code",
+            "http.response.status_code",
             "sampling.reason",
             "error",
             "response_flags",
@@ -188,6 +195,37 @@ impl Span {
         }
         s
     }
+}
+
+/// `762 µs`, `12.3 ms`, `1.20 s`.
+pub fn format_duration(us: Option<u64>) -> String {
+    match us {
+        None => "? µs".to_string(),
+        Some(d) if d < 1000 => format!("{d} µs"),
+        Some(d) if d < 1_000_000 => format!("{:.1} ms", d as f64 / 1000.0),
+        Some(d) => format!("{:.2} s", d as f64 / 1e6),
+    }
+}
+
+/// Width of the duration bars in trace trees.
+const BAR_WIDTH: u64 = 10;
+
+/// A bar of `BAR_WIDTH` cells for a span within its root span's time range: the cells the span
+/// covers are `█`, the rest `░` (so a child's bar sits inside its parent's).
+pub fn duration_bar(root: (u64, u64), span: (u64, u64)) -> String {
+    let (rs, rd) = root;
+    let (ss, sd) = span;
+    let rd = rd.max(1);
+    let cell = |t: u64| {
+        (t.saturating_sub(rs) * BAR_WIDTH)
+            .div_ceil(rd)
+            .min(BAR_WIDTH)
+    };
+    let from = (ss.saturating_sub(rs) * BAR_WIDTH / rd).min(BAR_WIDTH - 1);
+    let to = cell(ss.saturating_add(sd)).max(from + 1);
+    (0..BAR_WIDTH)
+        .map(|i| if i >= from && i < to { '█' } else { '░' })
+        .collect()
 }
 
 /// Renders spans as one indented tree per trace (traces ordered by first timestamp, children by
@@ -222,7 +260,15 @@ pub fn render_traces(spans: &[Span]) -> String {
         let mut seen = HashSet::new();
         let n = roots.len();
         for (i, r) in roots.into_iter().enumerate() {
-            render_node(r, &children, "", i + 1 == n, &mut seen, &mut out);
+            let root = (
+                r.timestamp_us().unwrap_or_default(),
+                r.duration_us().unwrap_or_default(),
+            );
+            let ctx = Render {
+                children: &children,
+                root,
+            };
+            render_node(r, &ctx, "", i + 1 == n, &mut seen, &mut out);
         }
         // Anything not reached (cycles through duplicate ids) is listed flat.
         for s in &members {
@@ -242,9 +288,15 @@ fn plural(n: usize) -> &'static str {
     }
 }
 
+struct Render<'a, 'b> {
+    children: &'a HashMap<String, Vec<&'b Span>>,
+    /// (start, duration) of the tree's root span: bars are scaled to it.
+    root: (u64, u64),
+}
+
 fn render_node(
     s: &Span,
-    children: &HashMap<String, Vec<&Span>>,
+    ctx: &Render,
     prefix: &str,
     last: bool,
     seen: &mut HashSet<usize>,
@@ -258,12 +310,19 @@ fn render_node(
         Some(p) if prefix.is_empty() => format!(" (parent {p} not collected)"),
         _ => String::new(),
     };
-    out.push_str(&format!("{prefix}{branch}{}{orphan}\n", s.summary()));
-    let kids = children.get(&s.id()).cloned().unwrap_or_default();
+    let bar = match (s.timestamp_us(), s.duration_us()) {
+        (Some(ts), Some(d)) => Some(duration_bar(ctx.root, (ts, d))),
+        _ => None,
+    };
+    out.push_str(&format!(
+        "{prefix}{branch}{}{orphan}\n",
+        s.summary_with_bar(bar)
+    ));
+    let kids = ctx.children.get(&s.id()).cloned().unwrap_or_default();
     let child_prefix = format!("{prefix}{}", if last { "   " } else { "│  " });
     let n = kids.len();
     for (i, k) in kids.into_iter().enumerate() {
-        render_node(k, children, &child_prefix, i + 1 == n, seen, out);
+        render_node(k, ctx, &child_prefix, i + 1 == n, seen, out);
     }
 }
 
@@ -309,16 +368,32 @@ mod tests {
                 && lines[1].contains("(parent 00000000000000ff not collected)")
         );
         assert_eq!(lines[2], format!("trace {t} (4 spans)"));
-        assert!(
-            lines[3].starts_with("└─ gateway \"GET /\" SERVER 1500µs [envoy gw]"),
-            "{}",
-            lines[3]
+        assert_eq!(
+            lines[3],
+            "└─ gateway  GET /  SERVER  1.5 ms  ██████████  [envoy gw] id=000000000000000a \
+             http.status_code=200 sampling.reason=rate"
         );
         assert!(lines[4].starts_with("   ├─ app") && lines[4].contains("id=000000000000000b"));
         assert!(lines[5].starts_with("   │  └─ db"), "{}", lines[5]);
         assert!(lines[6].starts_with("   └─ app") && lines[6].contains("id=000000000000000c"));
+        assert!(lines[4].contains("  ██████████  [envoy gw]"), "{}", lines[4]);
         assert!(lines[3].contains("http.status_code=200 sampling.reason=rate"));
         assert_eq!(lines.len(), 7);
+    }
+
+    #[test]
+    fn bars_and_durations() {
+        assert_eq!(duration_bar((100, 1000), (100, 1000)), "██████████");
+        assert_eq!(duration_bar((100, 1000), (600, 500)), "░░░░░█████");
+        assert_eq!(duration_bar((100, 1000), (100, 10)), "█░░░░░░░░░");
+        assert_eq!(duration_bar((100, 1000), (2000, 10)), "░░░░░░░░░█");
+        assert_eq!(duration_bar((0, 0), (0, 0)), "█░░░░░░░░░");
+        assert_eq!(format_duration(Some(762)), "762 µs");
+        assert_eq!(format_duration(Some(12_345)), "12.3 ms");
+        assert_eq!(format_duration(Some(1_200_000)), "1.20 s");
+        let mut s = span("0000000000000001", "000000000000000a", None, 1, "svc");
+        s.envoy = "svc".into();
+        assert!(s.summary().starts_with("svc  GET /  SERVER  1.5 ms id="));
     }
 
     #[test]

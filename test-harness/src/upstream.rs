@@ -22,6 +22,159 @@ pub struct RecordedRequest {
     pub body: Vec<u8>,
     /// Result of the call to the next hop (`next:`), if any.
     pub next_result: Option<String>,
+    /// The SERVER span an instrumented app (`report_span`) reported for this request (None: not
+    /// instrumented, or the incoming context was not sampled).
+    pub report: Option<AppReport>,
+}
+
+/// A span an instrumented app reported to the real collector.
+#[derive(Debug, Clone)]
+pub struct AppReport {
+    pub trace_id: String,
+    pub span_id: String,
+    pub parent_id: String,
+    /// The collector's HTTP status, or the transport error.
+    pub status: Result<u16, String>,
+}
+
+/// The trace context of an incoming request: x-b3-* first, then `b3`, then W3C `traceparent`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incoming {
+    pub trace_id: String,
+    pub span_id: String,
+    pub sampled: bool,
+}
+
+fn is_hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+pub fn incoming_context(r: &RecordedRequest) -> Option<Incoming> {
+    if let (Some(t), Some(sp)) = (r.header("x-b3-traceid"), r.header("x-b3-spanid")) {
+        let sampled = matches!(
+            r.header("x-b3-sampled").as_deref(),
+            Some("1") | Some("true")
+        ) || r.header("x-b3-flags").as_deref() == Some("1");
+        return Some(Incoming {
+            trace_id: t.to_ascii_lowercase(),
+            span_id: sp.to_ascii_lowercase(),
+            sampled,
+        });
+    }
+    if let Some(b3) = r.header("b3") {
+        let parts: Vec<&str> = b3.split('-').collect();
+        if parts.len() >= 2 {
+            return Some(Incoming {
+                trace_id: parts[0].to_ascii_lowercase(),
+                span_id: parts[1].to_ascii_lowercase(),
+                sampled: matches!(parts.get(2), Some(&"1") | Some(&"d")),
+            });
+        }
+    }
+    if let Some(tp) = r.header("traceparent") {
+        let parts: Vec<&str> = tp.trim().split('-').collect();
+        if parts.len() == 4 && is_hex(parts[1], 32) && is_hex(parts[2], 16) && is_hex(parts[3], 2) {
+            let flags = u8::from_str_radix(parts[3], 16).unwrap_or(0);
+            return Some(Incoming {
+                trace_id: parts[1].to_ascii_lowercase(),
+                span_id: parts[2].to_ascii_lowercase(),
+                sampled: flags & 1 == 1,
+            });
+        }
+    }
+    None
+}
+
+/// A random non-zero 64-bit id as 16 lower-hex characters.
+pub fn random_span_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    loop {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default(),
+        );
+        let v = h.finish();
+        if v != 0 {
+            return format!("{v:016x}");
+        }
+    }
+}
+
+/// The propagated headers an instrumented app sends to its next hop: the incoming context with
+/// the app's own span as the parent.
+fn rewrite_context(headers: &mut [(String, String)], ctx: &Incoming, own: &str) {
+    let flag = if ctx.sampled { "1" } else { "0" };
+    for (k, v) in headers.iter_mut() {
+        match k.as_str() {
+            "x-b3-spanid" => *v = own.to_string(),
+            "x-b3-parentspanid" => *v = ctx.span_id.clone(),
+            "b3" => *v = format!("{}-{own}-{flag}-{}", ctx.trace_id, ctx.span_id),
+            "traceparent" => {
+                if let Some(flags) = v.trim().rsplit('-').next().map(str::to_string) {
+                    *v = format!("00-{}-{own}-{flags}", ctx.trace_id);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Reports the app's SERVER span (Zipkin v2 JSON) to `collector`'s `/api/v2/spans`.
+#[allow(clippy::too_many_arguments)]
+fn report_span(
+    collector: SocketAddr,
+    service: &str,
+    rec: &RecordedRequest,
+    ctx: &Incoming,
+    own: &str,
+    start_us: u64,
+    duration_us: u64,
+    status: u16,
+) -> AppReport {
+    let path_only = rec.path.split('?').next().unwrap_or("/");
+    let span = serde_json::json!([{
+        "traceId": ctx.trace_id,
+        "id": own,
+        "parentId": ctx.span_id,
+        "kind": "SERVER",
+        "name": format!("{} {path_only}", rec.method.to_ascii_lowercase()),
+        "timestamp": start_us,
+        "duration": duration_us.max(1),
+        "localEndpoint": {"serviceName": service},
+        "tags": {
+            "http.method": rec.method,
+            "http.path": path_only,
+            "http.status_code": status.to_string(),
+        }
+    }]);
+    let body = span.to_string();
+    let status = http::send(
+        &collector.to_string(),
+        "POST",
+        "/api/v2/spans",
+        &[("content-type".to_string(), "application/json".to_string())],
+        body.as_bytes(),
+        Duration::from_secs(5),
+    )
+    .map(|r| r.status);
+    AppReport {
+        trace_id: ctx.trace_id.clone(),
+        span_id: own.to_string(),
+        parent_id: ctx.span_id.clone(),
+        status,
+    }
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or_default()
 }
 
 impl RecordedRequest {
@@ -122,6 +275,7 @@ fn record(req: &mut tiny_http::Request) -> RecordedRequest {
         headers,
         body,
         next_result: None,
+        report: None,
     }
 }
 
@@ -147,7 +301,11 @@ fn respond_with(req: tiny_http::Request, status: u16, headers: &[(String, String
 
 /// Headers an instrumented app propagates to its own outgoing calls.
 fn propagated(h: &str) -> bool {
-    h.starts_with("x-b3-") || h == "b3" || h == "x-request-id"
+    h.starts_with("x-b3-")
+        || h == "b3"
+        || h == "x-request-id"
+        || h == "traceparent"
+        || h == "tracestate"
 }
 
 pub struct UpstreamServer {
@@ -159,7 +317,12 @@ pub struct UpstreamServer {
 }
 
 impl UpstreamServer {
-    pub fn start(spec: &UpstreamSpec, routes: RouteTable) -> Result<UpstreamServer, String> {
+    /// `report_to`: where an instrumented app (`report_span`) POSTs its spans.
+    pub fn start(
+        spec: &UpstreamSpec,
+        routes: RouteTable,
+        report_to: Option<SocketAddr>,
+    ) -> Result<UpstreamServer, String> {
         let server = Arc::new(
             tiny_http::Server::http("127.0.0.1:0")
                 .map_err(|e| format!("upstream {}: cannot listen: {e}", spec.name))?,
@@ -172,6 +335,8 @@ impl UpstreamServer {
         let (srv, recs, spec2) = (server.clone(), records.clone(), spec.clone());
         let thread = std::thread::spawn(move || {
             for mut req in srv.incoming_requests() {
+                let start_us = now_us();
+                let t0 = std::time::Instant::now();
                 let rec = record(&mut req);
                 let idx = {
                     let mut g = recs.lock().unwrap_or_else(|p| p.into_inner());
@@ -179,7 +344,17 @@ impl UpstreamServer {
                     g.len() - 1
                 };
                 let (recs, spec, routes) = (recs.clone(), spec2.clone(), routes.clone());
-                std::thread::spawn(move || handle(req, rec, idx, &spec, &recs, &routes));
+                std::thread::spawn(move || {
+                    let app = Handling {
+                        spec: &spec,
+                        recs: &recs,
+                        routes: &routes,
+                        report_to,
+                        start_us,
+                        t0,
+                    };
+                    handle(req, rec, idx, &app)
+                });
             }
         });
         Ok(UpstreamServer {
@@ -204,15 +379,25 @@ impl UpstreamServer {
     }
 }
 
-fn handle(
-    req: tiny_http::Request,
-    rec: RecordedRequest,
-    idx: usize,
-    spec: &UpstreamSpec,
-    recs: &Mutex<Vec<RecordedRequest>>,
-    routes: &RouteTable,
-) {
+struct Handling<'a> {
+    spec: &'a UpstreamSpec,
+    recs: &'a Mutex<Vec<RecordedRequest>>,
+    routes: &'a RouteTable,
+    report_to: Option<SocketAddr>,
+    start_us: u64,
+    t0: std::time::Instant,
+}
+
+fn handle(req: tiny_http::Request, rec: RecordedRequest, idx: usize, app: &Handling) {
+    let (spec, recs, routes) = (app.spec, app.recs, app.routes);
     let path_only = rec.path.split('?').next().unwrap_or("/").to_string();
+    // An instrumented app reports a span for sampled requests (and is its next hop's parent).
+    let reporting = match (&spec.report_span, app.report_to, incoming_context(&rec)) {
+        (Some(rs), Some(to), Some(ctx)) if ctx.sampled => {
+            Some((rs.service.clone(), to, ctx, random_span_id()))
+        }
+        _ => None,
+    };
     if let Some(next) = &spec.next {
         let applies = next
             .when_path_prefix
@@ -233,6 +418,9 @@ fn handle(
                         .filter(|(k, _)| propagated(k))
                         .cloned()
                         .collect();
+                    if let Some((_, _, ctx, own)) = &reporting {
+                        rewrite_context(&mut hs, ctx, own);
+                    }
                     hs.push((
                         "host".into(),
                         rec.header("host").unwrap_or_else(|| "example.com".into()),
@@ -255,13 +443,58 @@ fn handle(
             }
         }
     }
+    let (status, headers, body) = respond_for(spec, &path_only);
+    if let Some((service, to, ctx, own)) = &reporting {
+        let dur = app.t0.elapsed().as_micros() as u64;
+        let rep = report_span(*to, service, &rec, ctx, own, app.start_us, dur, status);
+        if let Some(r) = recs.lock().unwrap_or_else(|p| p.into_inner()).get_mut(idx) {
+            r.report = Some(rep);
+        }
+    }
+    respond_with(req, status, &headers, body);
+}
+
+/// The current UTC time as `YYYY-MM-DDTHH:MM:SSZ` (for `{{now}}` in canned bodies).
+pub fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    utc_string(secs)
+}
+
+fn utc_string(secs: u64) -> String {
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// The app's answer: a canned response, else the built-in routes.
+fn respond_for(spec: &UpstreamSpec, path_only: &str) -> (u16, Vec<(String, String)>, String) {
     if let Some(c) = spec
         .responses
         .iter()
         .find(|c| path_only.starts_with(c.when_path_prefix.as_str()))
     {
-        respond_with(req, c.status, &c.headers.0, c.body.clone());
-        return;
+        return (
+            c.status,
+            c.headers.0.clone(),
+            c.body.replace("{{now}}", &utc_now()),
+        );
     }
     let mut status = 200u16;
     let mut body = spec
@@ -285,7 +518,11 @@ fn handle(
         }
         _ => {}
     }
-    respond(req, status, body);
+    (
+        status,
+        vec![("content-type".to_string(), "text/plain".to_string())],
+        body,
+    )
 }
 
 impl Drop for UpstreamServer {
@@ -400,8 +637,9 @@ pub fn parse_spans(body: &[u8]) -> Result<Vec<serde_json::Value>, String> {
         serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
     match v {
         serde_json::Value::Array(a) => Ok(a),
+        other if crate::normalize::is_otlp(&other) => crate::normalize::otlp_to_zipkin(&other),
         other => Err(format!(
-            "body is not a JSON array: {}",
+            "body is neither a JSON array of spans nor an OTLP JSON body: {}",
             crate::spans::truncate(&other.to_string(), 120)
         )),
     }
@@ -421,6 +659,56 @@ impl Drop for Collector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn utc_and_contexts() {
+        assert_eq!(utc_string(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc_string(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(utc_string(1_700_000_000), "2023-11-14T22:13:20Z");
+        let r = |h: &[(&str, &str)]| RecordedRequest {
+            headers: h
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        };
+        let ctx = incoming_context(&r(&[
+            ("x-b3-traceid", "463ac35c9f6413ad48485a3953bb6124"),
+            ("x-b3-spanid", "a2fb4a1d1a96d312"),
+            ("x-b3-sampled", "1"),
+        ]))
+        .unwrap();
+        assert!(ctx.sampled && ctx.span_id == "a2fb4a1d1a96d312");
+        let ctx = incoming_context(&r(&[("b3", "463ac35c9f6413ad-a2fb4a1d1a96d312-d")])).unwrap();
+        assert!(ctx.sampled && ctx.trace_id == "463ac35c9f6413ad");
+        let tp = "00-463ac35c9f6413ad48485a3953bb6124-a2fb4a1d1a96d312-00";
+        let ctx = incoming_context(&r(&[("traceparent", tp)])).unwrap();
+        assert!(!ctx.sampled);
+        assert_eq!(incoming_context(&r(&[("traceparent", "00-xyz")])), None);
+        let mut hs = vec![
+            ("x-b3-spanid".to_string(), "a2fb4a1d1a96d312".to_string()),
+            ("traceparent".to_string(), tp.to_string()),
+        ];
+        rewrite_context(&mut hs, &ctx, "00000000000000aa");
+        assert_eq!(hs[0].1, "00000000000000aa");
+        assert_eq!(
+            hs[1].1,
+            "00-463ac35c9f6413ad48485a3953bb6124-00000000000000aa-00"
+        );
+        let a = random_span_id();
+        assert!(is_hex(&a, 16) && a != random_span_id());
+        assert!(propagated("traceparent") && propagated("tracestate") && !propagated("l5d-sample"));
+    }
+
+    #[test]
+    fn parse_spans_accepts_zipkin_and_otlp() {
+        assert_eq!(parse_spans(b"[{\"id\":\"a\"}]").unwrap().len(), 1);
+        let otlp = br#"{"resourceSpans":[{"resource":{"attributes":[]},"scopeSpans":[{"spans":[{"traceId":"463ac35c9f6413ad48485a3953bb6124","spanId":"a2fb4a1d1a96d312","kind":3,"startTimeUnixNano":"2000","endTimeUnixNano":"5000"}]}]}]}"#;
+        let spans = parse_spans(otlp).unwrap();
+        assert_eq!(spans[0]["kind"], "CLIENT");
+        assert_eq!(spans[0]["duration"], 3);
+        assert!(parse_spans(b"{}").is_err());
+    }
 
     #[test]
     fn closed_port_refuses_and_stays_reserved() {
