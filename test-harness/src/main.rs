@@ -7,7 +7,8 @@ use test_harness::{report, run_many, validate, Tools};
 const USAGE: &str = "usage:
   test-harness replay [OPTIONS] FILE|DIR...   replay scenario files (a DIR means its *.yaml)
   test-harness validate [OPTIONS] FILE...     envoy --mode validate on Envoy configs
-  test-harness demo [OPTIONS] [--hold]        run the demo topology and print its traces
+  test-harness demo [--topology a|b|basic] [--hold]   run a demo topology and print its traces
+                                              (a: Istio + Jaeger, b: Linkerd-style + Zipkin; default a)
   test-harness image|push|image-test ...      OCI image of the module (`test-harness image --help`)
   test-harness istio-validate [--crds FILE] [--no-envoy] FILE...   Istio manifests (CRD schema, CEL, Envoy)
   test-harness tracing-check DUMP.json...     native tracing next to meshtrace in a config dump?
@@ -19,7 +20,8 @@ options:
   --func-e PATH   func-e binary (default <repo>/.tools/bin/func-e)
   --keep-logs     keep every run directory under <repo>/.harness-runs/ (failed runs are always kept)
   --jobs N        replay: scenarios run in parallel (default 1)
-  --hold          demo: keep everything running until Enter is pressed";
+  --hold          demo: keep everything running until Ctrl-C
+  --topology T    demo: a (default), b or basic";
 
 struct Args {
     cmd: String,
@@ -30,6 +32,7 @@ struct Args {
     keep_logs: bool,
     jobs: usize,
     hold: bool,
+    topology: String,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -44,6 +47,7 @@ fn parse_args() -> Result<Args, String> {
         keep_logs: false,
         jobs: 1,
         hold: false,
+        topology: "a".to_string(),
     };
     while let Some(arg) = it.next() {
         let mut value = |name: &str| {
@@ -62,6 +66,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--keep-logs" => a.keep_logs = true,
             "--hold" => a.hold = true,
+            "--topology" => a.topology = value("--topology")?,
             "-h" | "--help" => return Err(String::new()),
             s if s.starts_with("--") => return Err(format!("unknown option {s}")),
             _ => a.files.push(arg.into()),
@@ -187,7 +192,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-        "demo" => match test_harness::demo::run_demo(&tools, args.hold) {
+        "demo" => match test_harness::demo::run_topology(&tools, &args.topology, args.hold) {
             Ok(o) if o.passed() => ExitCode::SUCCESS,
             Ok(_) => ExitCode::FAILURE,
             Err(e) => {
