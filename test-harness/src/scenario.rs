@@ -1020,6 +1020,46 @@ expect:
     }
 
     #[test]
+    fn real_collector_schema() {
+        let sc = Scenario::from_yaml(
+            r#"
+name: t
+real_collector: jaeger
+envoys:
+  - {name: gw, config: gateway, upstream_envoy: side}
+  - {name: side, config: sidecar-inbound}
+upstreams: [{name: app, report_span: {service: app}}]
+expect:
+  collected:
+    traces: 1
+    spans: [2, 3]
+    services: [a, b]
+    nested: true
+    match: [{serviceName: a}, {parent: 0}]
+"#,
+        )
+        .unwrap();
+        assert_eq!(sc.real_collector, Some(RealCollectorKind::Jaeger));
+        assert_eq!(sc.upstream_of(&sc.envoys[0]), None);
+        let waves = sc.start_waves().unwrap();
+        assert_eq!(waves.len(), 2);
+        assert_eq!(waves[0][0].name, "side");
+        let c = sc.expect.collected.as_ref().unwrap();
+        assert!(c.spans.unwrap().accepts(3) && c.nested && c.matchers.len() == 2);
+        let bad = |yaml: &str| Scenario::from_yaml(yaml).unwrap_err();
+        let e = bad("name: t\nenvoys: [{name: gw, config: gateway, upstream_unreachable: true}]\nexpect: {collected: {empty: true}}\n");
+        assert!(e.contains("needs real_collector"), "{e}");
+        let e = bad("name: t\nenvoys: [{name: gw, config: gateway}]\nupstreams: [{name: a, report_span: {service: x}}]\n");
+        assert!(e.contains("report_span needs real_collector"), "{e}");
+        let e = bad("name: t\nenvoys: [{name: a, config: gateway, upstream_envoy: b}, {name: b, config: gateway, upstream_envoy: a}]\n");
+        assert!(e.contains("cycle"), "{e}");
+        let e = bad("name: t\nreal_collector: zipkin\ncollector: {mode: down}\nenvoys: [{name: a, config: gateway, upstream_unreachable: true}]\n");
+        assert!(e.contains("do not apply"), "{e}");
+        let e = bad("name: t\nreal_collector: zipkin\nenvoys: [{name: a, config: gateway, upstream_unreachable: true}]\nexpect: {collected: {empty: true, spans: 2}}\n");
+        assert!(e.contains("contradicts"), "{e}");
+    }
+
+    #[test]
     fn rejects_bad_references_and_unknown_fields() {
         let e = Scenario::from_yaml(
             "name: t\nenvoys: [{name: gw, config: gateway, upstream: nope}]\nrequests: [{via: x}]\n",
