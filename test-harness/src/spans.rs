@@ -376,7 +376,11 @@ mod tests {
         assert!(lines[4].starts_with("   ├─ app") && lines[4].contains("id=000000000000000b"));
         assert!(lines[5].starts_with("   │  └─ db"), "{}", lines[5]);
         assert!(lines[6].starts_with("   └─ app") && lines[6].contains("id=000000000000000c"));
-        assert!(lines[4].contains("  ██████████  [envoy gw]"), "{}", lines[4]);
+        assert!(
+            lines[4].contains("  ██████████  [envoy gw]"),
+            "{}",
+            lines[4]
+        );
         assert!(lines[3].contains("http.status_code=200 sampling.reason=rate"));
         assert_eq!(lines.len(), 7);
     }
