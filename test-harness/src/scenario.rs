@@ -143,6 +143,10 @@ pub struct UpstreamSpec {
 pub struct ReportSpan {
     /// `localEndpoint.serviceName` of the reported spans.
     pub service: String,
+    /// An OpenTelemetry-style app: reads only `traceparent` and forwards only `traceparent` (its own
+    /// span as the parent) and `tracestate` to its next hop, never B3.
+    #[serde(default)]
+    pub w3c_only: bool,
 }
 
 /// A fixed response for requests whose path starts with `when_path_prefix`.

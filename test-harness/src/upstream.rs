@@ -50,6 +50,14 @@ fn is_hex(s: &str, len: usize) -> bool {
 }
 
 pub fn incoming_context(r: &RecordedRequest) -> Option<Incoming> {
+    incoming_context_in(r, false)
+}
+
+/// The incoming context; with `w3c_only`, only `traceparent` is read (an OpenTelemetry-style app).
+pub fn incoming_context_in(r: &RecordedRequest, w3c_only: bool) -> Option<Incoming> {
+    if w3c_only {
+        return traceparent_context(r);
+    }
     if let (Some(t), Some(sp)) = (r.header("x-b3-traceid"), r.header("x-b3-spanid")) {
         let sampled = matches!(
             r.header("x-b3-sampled").as_deref(),
@@ -71,6 +79,10 @@ pub fn incoming_context(r: &RecordedRequest) -> Option<Incoming> {
             });
         }
     }
+    traceparent_context(r)
+}
+
+fn traceparent_context(r: &RecordedRequest) -> Option<Incoming> {
     if let Some(tp) = r.header("traceparent") {
         let parts: Vec<&str> = tp.trim().split('-').collect();
         if parts.len() == 4 && is_hex(parts[1], 32) && is_hex(parts[2], 16) && is_hex(parts[3], 2) {
@@ -392,7 +404,12 @@ fn handle(req: tiny_http::Request, rec: RecordedRequest, idx: usize, app: &Handl
     let (spec, recs, routes) = (app.spec, app.recs, app.routes);
     let path_only = rec.path.split('?').next().unwrap_or("/").to_string();
     // An instrumented app reports a span for sampled requests (and is its next hop's parent).
-    let reporting = match (&spec.report_span, app.report_to, incoming_context(&rec)) {
+    let w3c_only = spec.report_span.as_ref().is_some_and(|r| r.w3c_only);
+    let reporting = match (
+        &spec.report_span,
+        app.report_to,
+        incoming_context_in(&rec, w3c_only),
+    ) {
         (Some(rs), Some(to), Some(ctx)) if ctx.sampled => {
             Some((rs.service.clone(), to, ctx, random_span_id()))
         }
@@ -416,6 +433,7 @@ fn handle(req: tiny_http::Request, rec: RecordedRequest, idx: usize, app: &Handl
                         .headers
                         .iter()
                         .filter(|(k, _)| propagated(k))
+                        .filter(|(k, _)| !w3c_only || k == "traceparent" || k == "tracestate")
                         .cloned()
                         .collect();
                     if let Some((_, _, ctx, own)) = &reporting {
