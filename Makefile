@@ -28,6 +28,8 @@ JAEGER_STAMP := $(TOOLS)/.jaeger-$(JAEGER_VERSION)
 JAEGER_BUILD := $(TOOLS)/jaeger-build
 ZIPKIN_VERSION := 3.6.1
 ZIPKIN_JAR := $(TOOLS)/zipkin/zipkin-server-$(ZIPKIN_VERSION)-exec.jar
+# Headless Chromium (Debian package) for the Zipkin UI check.
+CHROMIUM_STAMP := $(TOOLS)/.chromium
 # Which seed topology `make demo` runs: a (Istio + Jaeger) or b (Linkerd-style + Zipkin).
 DEMO ?= a
 # HOLD=1 keeps the demo running (Envoys, apps, collector) until Ctrl-C.
@@ -37,7 +39,13 @@ HOLD ?=
 
 all: build
 
-tools: $(ENVOY_STAMP) $(FUNC_E) $(TARGETS_STAMP) $(CRANE_STAMP) collectors
+tools: $(ENVOY_STAMP) $(FUNC_E) $(TARGETS_STAMP) $(CRANE_STAMP) collectors $(CHROMIUM_STAMP)
+
+$(CHROMIUM_STAMP):
+	mkdir -p $(TOOLS)
+	command -v chromium >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+	chromium --version
+	touch $@
 
 # Real collectors for the end-to-end scenarios and the demo.
 collectors: $(JAEGER_STAMP) $(ZIPKIN_JAR)
