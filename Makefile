@@ -35,7 +35,7 @@ DEMO ?= a
 # HOLD=1 keeps the demo running (Envoys, apps, collector) until Ctrl-C.
 HOLD ?=
 
-.PHONY: collectors all tools build lint unit scenarios validate test demo clean image push image-test istio-crds istio-test
+.PHONY: ui-screenshot collectors all tools build lint unit scenarios validate test demo clean image push image-test istio-crds istio-test
 
 all: build
 
@@ -155,6 +155,11 @@ istio-test: tools build $(ISTIO_CRDS)
 	@echo "ok: tracing-check reported the native-tracing config, as it must"
 
 test: tools lint unit build validate scenarios image-test istio-test
+
+# Refreshes docs/zipkin-ui-trace.png: topology b in real Zipkin, as headless Chromium renders it.
+ui-screenshot: tools build
+	MESHTRACE_UI_SCREENSHOT=$(ROOT)/docs/zipkin-ui-trace.png \
+	  cargo run -q -p test-harness -- replay --envoy "$(ENVOY)" test-harness/scenarios/210-topology-b-linkerd-zipkin.yaml
 
 # make demo [DEMO=a|b] [HOLD=1]
 demo: tools build

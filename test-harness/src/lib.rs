@@ -22,6 +22,7 @@ pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod spans;
+pub mod ui;
 pub mod upstream;
 pub mod validate;
 

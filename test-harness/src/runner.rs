@@ -528,6 +528,76 @@ fn exports_otlp(tools: &Tools, e: &EnvoySpec) -> bool {
         .unwrap_or(false)
 }
 
+/// Opens every stored trace in the Zipkin UI with headless Chromium (the first one also
+/// screenshotted when asked).
+fn zipkin_ui_checks(
+    c: &RealCollector,
+    ui: &crate::scenario::ZipkinUiExpect,
+    collected: &crate::expect::Collected,
+    run_dir: &Path,
+) -> Vec<Check> {
+    let mut traces: BTreeMap<String, (usize, std::collections::BTreeSet<String>)> = BTreeMap::new();
+    for s in &collected.spans {
+        let t = traces.entry(s.trace_id()).or_default();
+        t.0 += 1;
+        t.1.insert(s.field("serviceName").unwrap_or_default());
+    }
+    if traces.is_empty() {
+        return vec![Check::fail(
+            "zipkin UI (headless Chromium)",
+            "no trace stored to look at",
+        )];
+    }
+    let override_shot = std::env::var_os("MESHTRACE_UI_SCREENSHOT")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    // A control: the same check on a trace id nobody reported must fail, or it proves nothing.
+    let control = crate::ui::ZipkinPage {
+        base: format!("http://{}", c.query),
+        trace_id: "0000000000000000000000000000beef".to_string(),
+        spans: 1,
+        services: vec!["nobody".to_string()],
+        screenshot: None,
+    };
+    let mut checks = vec![match crate::ui::check_zipkin_trace(&control) {
+        Ok(d) => Check::fail(
+            "zipkin UI check fails for a trace that does not exist (control)",
+            format!("it passed: {d}"),
+        ),
+        Err(why) => Check::pass(
+            "zipkin UI check fails for a trace that does not exist (control)",
+            crate::spans::truncate(&why, 160),
+        ),
+    }];
+    checks.extend(
+        traces
+            .into_iter()
+            .enumerate()
+            .map(|(i, (trace_id, (spans, services)))| {
+                let screenshot = (i == 0)
+                    .then(|| {
+                        override_shot
+                            .clone()
+                            .or_else(|| ui.screenshot.as_ref().map(|f| run_dir.join(f)))
+                    })
+                    .flatten();
+                let page = crate::ui::ZipkinPage {
+                    base: format!("http://{}", c.query),
+                    trace_id: trace_id.clone(),
+                    spans,
+                    services: services.into_iter().collect(),
+                    screenshot,
+                };
+                let label = format!("zipkin UI (headless Chromium) shows trace {trace_id}");
+                match crate::ui::check_zipkin_trace(&page) {
+                    Ok(detail) => Check::pass(label, detail),
+                    Err(why) => Check::fail(label, why),
+                }
+            }),
+    );
+    checks
+}
+
 /// Polls the real collector until the number of stored spans is `expected` and stable across
 /// two polls (or stable for ~1.5 s at another number, or 10 s pass).
 fn read_collected(c: &RealCollector, expected: u64) -> Collected {
@@ -780,6 +850,14 @@ fn execute(
                 obs.upstreams.insert(name.clone(), u.records());
             }
             obs.collected = Some(read_collected(c, expected_stored(&obs)));
+            let ui = sc
+                .expect
+                .collected
+                .as_ref()
+                .and_then(|e| e.zipkin_ui.as_ref());
+            if let (Some(ui), Some(collected)) = (ui, &obs.collected) {
+                checks.extend(zipkin_ui_checks(c, ui, collected, run_dir));
+            }
         }
         let live = Live {
             admin: started

@@ -555,6 +555,19 @@ pub struct CollectedExpect {
     /// Nothing at all was stored.
     #[serde(default)]
     pub empty: bool,
+    /// Zipkin only: headless Chromium opens each stored trace in the Zipkin UI and checks the page
+    /// shows its trace id, span count and services.
+    #[serde(default)]
+    pub zipkin_ui: Option<ZipkinUiExpect>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ZipkinUiExpect {
+    /// File name of a screenshot of the first trace's page, saved in the run directory
+    /// (`$MESHTRACE_UI_SCREENSHOT` overrides it with a path, e.g. to refresh docs/).
+    #[serde(default)]
+    pub screenshot: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -676,6 +689,14 @@ impl Scenario {
                 }
             }
             return;
+        }
+        let wants_ui = self
+            .expect
+            .collected
+            .as_ref()
+            .is_some_and(|c| c.zipkin_ui.is_some());
+        if wants_ui && self.real_collector != Some(RealCollectorKind::Zipkin) {
+            errs.push("expect.collected.zipkin_ui needs real_collector: zipkin".to_string());
         }
         if self.collector.mode != CollectorMode::Up
             || self.collector.status != default_collector_status()
