@@ -151,14 +151,18 @@ pub fn truncate(mut value: String, max: usize) -> String {
     value
 }
 
-/// `http.url` as Envoy builds it, with the query replaced unless the operator asked to keep it:
-/// query strings carry tokens and personal data.
-pub fn url(scheme: &str, authority: &str, path: &str, record_query: bool) -> String {
-    let path = match path.find('?') {
+/// The request target with the query replaced unless the operator asked to keep it: query strings
+/// carry tokens and personal data.
+pub fn target(path: &str, record_query: bool) -> String {
+    match path.find('?') {
         Some(i) if !record_query => format!("{}?<redacted>", &path[..i]),
         _ => path.to_string(),
-    };
-    format!("{scheme}://{authority}{path}")
+    }
+}
+
+/// `http.url` as Envoy builds it, from a [`target`].
+pub fn url(scheme: &str, authority: &str, target: &str) -> String {
+    format!("{scheme}://{authority}{target}")
 }
 
 /// The span name: the route's decorator if Envoy passed one, else authority + path without query.
@@ -251,7 +255,7 @@ mod tests {
             ("empty query", "/a?", false, "http://h/a?<redacted>"),
         ];
         for (name, path, keep, want) in rows {
-            assert_eq!(url("http", "h", path, *keep), *want, "row {name}");
+            assert_eq!(url("http", "h", &target(path, *keep)), *want, "row {name}");
         }
     }
 

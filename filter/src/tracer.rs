@@ -337,11 +337,8 @@ fn open(
     let scheme = seen.scheme.unwrap_or("http");
     let authority = seen.authority.unwrap_or("");
     let path = seen.path.unwrap_or("/");
-    let url = span::url(scheme, authority, path, cfg.tags.record_query);
-    let target = url
-        .get(scheme.len() + 3 + authority.len()..)
-        .unwrap_or("/")
-        .to_string();
+    let target = span::target(path, cfg.tags.record_query);
+    let url = span::url(scheme, authority, &target);
     let http = Http {
         method: cap(seen.method.unwrap_or("")),
         scheme: cap(scheme),
