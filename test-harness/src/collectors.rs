@@ -66,17 +66,23 @@ impl CollectorBins {
     }
 }
 
-/// A free loopback port: `preferred` when it is free, else one the kernel picks.
-fn free_port(preferred: Option<u16>) -> Result<u16, String> {
-    if let Some(p) = preferred {
-        if TcpListener::bind(("127.0.0.1", p)).is_ok() {
-            return Ok(p);
-        }
+/// Free loopback ports, one per entry: the preferred port when it is free, else one the kernel
+/// picks. Every listener stays open until all are chosen, so no two entries get the same port.
+fn free_ports<const N: usize>(preferred: [Option<u16>; N]) -> Result<[u16; N], String> {
+    let mut held = Vec::with_capacity(N);
+    let mut ports = [0u16; N];
+    for (slot, want) in ports.iter_mut().zip(preferred) {
+        let listener = want
+            .and_then(|p| TcpListener::bind(("127.0.0.1", p)).ok())
+            .map_or_else(|| TcpListener::bind("127.0.0.1:0"), Ok)
+            .map_err(|e| format!("no free port: {e}"))?;
+        *slot = listener
+            .local_addr()
+            .map_err(|e| format!("no free port: {e}"))?
+            .port();
+        held.push(listener);
     }
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}"))?;
-    l.local_addr()
-        .map(|a| a.port())
-        .map_err(|e| format!("no free port: {e}"))
+    Ok(ports)
 }
 
 fn loopback(port: u16) -> SocketAddr {
@@ -170,11 +176,13 @@ impl RealCollector {
         let prefer = |p: u16| well_known.then_some(p);
         let (mut cmd, query, zipkin_in, otlp_in, metrics, metrics_path) = match kind {
             RealCollectorKind::Jaeger => {
-                let query = free_port(prefer(16686))?;
-                let grpc = free_port(prefer(16685))?;
-                let otlp = free_port(prefer(4318))?;
-                let zipkin = free_port(prefer(9411))?;
-                let metrics = free_port(None)?;
+                let [query, grpc, otlp, zipkin, metrics] = free_ports([
+                    prefer(16686),
+                    prefer(16685),
+                    prefer(4318),
+                    prefer(9411),
+                    None,
+                ])?;
                 let cfg = dir.join("jaeger.yaml");
                 std::fs::write(&cfg, jaeger_config(query, grpc, otlp, zipkin, metrics))
                     .map_err(|e| format!("write {}: {e}", cfg.display()))?;
@@ -190,7 +198,7 @@ impl RealCollector {
                 )
             }
             RealCollectorKind::Zipkin => {
-                let port = free_port(prefer(9411))?;
+                let [port] = free_ports([prefer(9411)])?;
                 let mut cmd = Command::new(&bins.java);
                 cmd.args([
                     "-Xms64m",
