@@ -183,6 +183,9 @@ fn run_chromium(chromium: &Path, url: &str, extra: &[&str]) -> Result<String, St
         "--disable-gpu",
         "--disable-dev-shm-usage",
         "--no-first-run",
+        // Nothing outside loopback is reachable here; don't let Chromium try.
+        "--disable-background-networking",
+        "--disable-component-update",
         "--virtual-time-budget=10000",
     ])
     .arg(format!("--user-data-dir={}", profile.display()))
@@ -191,6 +194,8 @@ fn run_chromium(chromium: &Path, url: &str, extra: &[&str]) -> Result<String, St
     .stdin(Stdio::null())
     .stdout(Stdio::piped())
     .stderr(Stdio::null());
+    // Its own process group, so a timeout can stop the renderers too, not only the browser.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let child = cmd
         .spawn()
         .map_err(|e| format!("{}: {e}", chromium.display()))?;
@@ -215,8 +220,10 @@ fn wait_with_timeout(
     match rx.recv_timeout(timeout) {
         Ok(r) => r.map_err(|e| e.to_string()),
         Err(_) => {
-            // The pid is the Chromium we started; it may already be gone.
-            let _ = Command::new("kill").arg("-9").arg(id.to_string()).status();
+            // The group is the Chromium we started (browser and renderers); it may already be gone.
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{id}")])
+                .status();
             Err(format!(
                 "chromium did not finish within {}s",
                 timeout.as_secs()
