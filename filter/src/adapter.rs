@@ -191,7 +191,8 @@ impl Root {
     /// response callback should not turn every trickle of spans into its own request.
     fn flush(&mut self, shared: &Rc<RefCell<Shared>>, full_only: bool) {
         loop {
-            let (batch, cluster, authority, path, timeout, format) = {
+            // The batch and a copy of the collector settings: the borrow must end before the call.
+            let (batch, c) = {
                 let mut sh = shared.borrow_mut();
                 let c = &sh.config.collector;
                 let enough = if full_only {
@@ -202,39 +203,31 @@ impl Root {
                 if !enough || self.in_flight.len() >= c.max_in_flight {
                     return;
                 }
-                let (max, cluster, authority, path) = (
-                    c.max_batch,
-                    c.cluster.clone(),
-                    c.authority.clone(),
-                    c.path.clone(),
-                );
-                let timeout = Duration::from_millis(c.timeout_ms);
-                let format = c.format;
-                (
-                    sh.buffer.take(max),
-                    cluster,
-                    authority,
-                    path,
-                    timeout,
-                    format,
-                )
+                let c = c.clone();
+                (sh.buffer.take(c.max_batch), c)
             };
-            let (body, content_type) = match format {
+            let (body, content_type) = match c.format {
                 ExportFormat::ZipkinJson => (zipkin::encode(&batch), zipkin::CONTENT_TYPE),
                 ExportFormat::OtlpJson => (otlp::encode(&batch), otlp::CONTENT_TYPE),
             };
             let headers = vec![
                 (":method", "POST"),
-                (":path", path.as_str()),
-                (":authority", authority.as_str()),
+                (":path", c.path.as_str()),
+                (":authority", c.authority.as_str()),
                 ("content-type", content_type),
                 ("user-agent", USER_AGENT),
                 // Export requests are never traced: any proxy they cross sees an unsampled context.
                 (b3::SAMPLED, "0"),
             ];
             let spans = batch.len() as u64;
-            match self.dispatch_http_call(&cluster, headers, Some(body.as_bytes()), vec![], timeout)
-            {
+            let timeout = Duration::from_millis(c.timeout_ms);
+            match self.dispatch_http_call(
+                &c.cluster,
+                headers,
+                Some(body.as_bytes()),
+                vec![],
+                timeout,
+            ) {
                 Ok(token) => {
                     self.in_flight.insert(token, spans);
                 }
@@ -244,7 +237,10 @@ impl Root {
                     sh.metrics.count(Counter::SpansDropped, spans);
                     log(
                         LogLevel::Debug,
-                        &format!("meshtrace: export to cluster {cluster:?} not sent: {status:?}"),
+                        &format!(
+                            "meshtrace: export to cluster {:?} not sent: {status:?}",
+                            c.cluster
+                        ),
                     );
                 }
             }

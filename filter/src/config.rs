@@ -25,19 +25,21 @@ pub struct Config {
     pub collector: Collector,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SpanKindChoice {
+    #[default]
     Auto,
     Server,
     Client,
 }
 
 /// Spans per proxied stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SpanShape {
     /// One span (kind from `span_kind`), as Envoy's tracer records.
+    #[default]
     One,
     /// A SERVER span for the downstream side and a CLIENT child for the upstream call, as Linkerd
     /// and Zipkin-instrumented proxies record.
@@ -45,10 +47,11 @@ pub enum SpanShape {
 }
 
 /// How a SERVER span relates to the caller's span.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SpanIds {
     /// A new span id, child of the caller's span (OpenTelemetry, Jaeger, Envoy).
+    #[default]
     Child,
     /// The caller's span id reused (Zipkin's shared RPC spans: one id for both sides of a call).
     Shared,
@@ -122,11 +125,11 @@ impl fmt::Display for ConfigError {
 #[serde(deny_unknown_fields)]
 struct Raw {
     service_name: Option<String>,
-    #[serde(default = "default_span_kind")]
+    #[serde(default)]
     span_kind: SpanKindChoice,
-    #[serde(default = "default_span_shape")]
+    #[serde(default)]
     span_shape: SpanShape,
-    #[serde(default = "default_span_ids")]
+    #[serde(default)]
     span_ids: SpanIds,
     #[serde(default)]
     sampling: Sampling,
@@ -141,28 +144,8 @@ struct Raw {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawPropagation {
-    extract: Vec<FormatName>,
-    inject: Vec<FormatName>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum FormatName {
-    B3Multi,
-    B3Single,
-    W3c,
-}
-
-fn default_span_kind() -> SpanKindChoice {
-    SpanKindChoice::Auto
-}
-
-fn default_span_shape() -> SpanShape {
-    SpanShape::One
-}
-
-fn default_span_ids() -> SpanIds {
-    SpanIds::Child
+    extract: Vec<Format>,
+    inject: Vec<Format>,
 }
 
 impl Default for Sampling {
@@ -208,8 +191,8 @@ impl Default for Collector {
 impl Default for RawPropagation {
     fn default() -> Self {
         RawPropagation {
-            extract: vec![FormatName::B3Multi, FormatName::B3Single],
-            inject: vec![FormatName::B3Multi],
+            extract: vec![Format::B3Multi, Format::B3Single],
+            inject: vec![Format::B3Multi],
         }
     }
 }
@@ -358,23 +341,11 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
         span_shape: raw.span_shape,
         span_ids: raw.span_ids,
         sampling,
-        extract: formats(&raw.propagation.extract),
-        inject: formats(&raw.propagation.inject),
+        extract: Formats::of(&raw.propagation.extract),
+        inject: Formats::of(&raw.propagation.inject),
         tags,
         collector,
     })
-}
-
-fn formats(names: &[FormatName]) -> Formats {
-    let list: Vec<Format> = names
-        .iter()
-        .map(|n| match n {
-            FormatName::B3Multi => Format::B3Multi,
-            FormatName::B3Single => Format::B3Single,
-            FormatName::W3c => Format::W3c,
-        })
-        .collect();
-    Formats::of(&list)
 }
 
 fn in_range(path: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {

@@ -7,8 +7,9 @@ use std::borrow::Cow;
 
 use crate::ids::{SpanId, TraceId};
 
-/// A wire format meshtrace reads and writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A wire format meshtrace reads and writes (named in `propagation.extract`/`inject`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Format {
     B3Multi,
     B3Single,
