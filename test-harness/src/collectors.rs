@@ -66,23 +66,64 @@ impl CollectorBins {
     }
 }
 
-/// Free loopback ports, one per entry: the preferred port when it is free, else one the kernel
-/// picks. Every listener stays open until all are chosen, so no two entries get the same port.
+/// Free loopback ports, one per entry: the preferred port when it is free, else one below the
+/// kernel's ephemeral range. A collector binds its ports seconds after they are chosen (a JVM
+/// starts slowly); a port from the ephemeral range could meanwhile be handed to anything binding
+/// port 0 (an app, an Envoy), which would then answer in the collector's place. Ports handed out
+/// are remembered for the life of the process, so parallel scenarios never share one, and every
+/// listener stays open until all are chosen.
 fn free_ports<const N: usize>(preferred: [Option<u16>; N]) -> Result<[u16; N], String> {
+    static HANDED: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed = HANDED.lock().unwrap_or_else(|p| p.into_inner());
+    let (lo, hi) = (10_000u16, ephemeral_low().clamp(10_001, 32_768));
+    let span = u32::from(hi - lo);
+    let mut next = std::process::id().wrapping_mul(7919) % span;
     let mut held = Vec::with_capacity(N);
     let mut ports = [0u16; N];
     for (slot, want) in ports.iter_mut().zip(preferred) {
-        let listener = want
-            .and_then(|p| TcpListener::bind(("127.0.0.1", p)).ok())
-            .map_or_else(|| TcpListener::bind("127.0.0.1:0"), Ok)
-            .map_err(|e| format!("no free port: {e}"))?;
-        *slot = listener
-            .local_addr()
-            .map_err(|e| format!("no free port: {e}"))?
-            .port();
-        held.push(listener);
+        let mut listener = want
+            .filter(|p| !handed.contains(p))
+            .and_then(|p| TcpListener::bind(("127.0.0.1", p)).ok());
+        let mut tries = 0;
+        while listener.is_none() {
+            tries += 1;
+            if tries > span {
+                return Err(format!("no free loopback port in {lo}..{hi}"));
+            }
+            next = (next + 1) % span;
+            let p = lo + next as u16;
+            if !handed.contains(&p) {
+                listener = TcpListener::bind(("127.0.0.1", p)).ok();
+            }
+        }
+        if let Some(l) = listener {
+            *slot = l
+                .local_addr()
+                .map_err(|e| format!("no free port: {e}"))?
+                .port();
+            handed.push(*slot);
+            held.push(l);
+        }
     }
     Ok(ports)
+}
+
+/// The first port the kernel hands out for port 0 (`ip_local_port_range`, 32768 by default).
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
+}
+
+/// Whether a readiness answer came from the collector: Zipkin's `/health` names `zipkin`, Jaeger's
+/// `/api/services` has `data`.
+fn readiness_answer_is_collector(kind: RealCollectorKind, body: &str) -> bool {
+    let key = match kind {
+        RealCollectorKind::Zipkin => "zipkin",
+        RealCollectorKind::Jaeger => "data",
+    };
+    serde_json::from_str::<Value>(body).is_ok_and(|v| v.get(key).is_some())
 }
 
 fn loopback(port: u16) -> SocketAddr {
@@ -289,8 +330,13 @@ impl RealCollector {
                     self.log_tail(8)
                 ));
             }
-            if let Ok((200, _)) = http::get(&self.query.to_string(), path, Duration::from_secs(2)) {
-                return Ok(t0.elapsed());
+            // The answer must be the collector's own, not any server's that holds the port.
+            if let Ok((200, body)) =
+                http::get(&self.query.to_string(), path, Duration::from_secs(2))
+            {
+                if readiness_answer_is_collector(self.kind, &body) {
+                    return Ok(t0.elapsed());
+                }
             }
             if t0.elapsed() >= timeout {
                 return Err(format!(
@@ -523,6 +569,61 @@ mod tests {
         assert_eq!(prom_sum(text, "otelcol_receiver_refused_spans"), Some(0.0));
         assert_eq!(prom_sum(text, "zipkin_collector_spans"), Some(7.0));
         assert_eq!(prom_sum(text, "nope"), None);
+    }
+
+    #[test]
+    fn readiness_answer_rows() {
+        let zipkin_health = r#"{"status":"UP","zipkin":{"status":"UP"}}"#;
+        let rows: &[(&str, RealCollectorKind, &str, bool)] = &[
+            (
+                "zipkin health",
+                RealCollectorKind::Zipkin,
+                zipkin_health,
+                true,
+            ),
+            (
+                "jaeger services",
+                RealCollectorKind::Jaeger,
+                r#"{"data":[],"total":0}"#,
+                true,
+            ),
+            (
+                "an app holding the port",
+                RealCollectorKind::Zipkin,
+                "ok from callee\n",
+                false,
+            ),
+            (
+                "other JSON",
+                RealCollectorKind::Zipkin,
+                r#"{"status":"UP"}"#,
+                false,
+            ),
+            (
+                "zipkin's answer to a jaeger check",
+                RealCollectorKind::Jaeger,
+                zipkin_health,
+                false,
+            ),
+        ];
+        for (name, kind, body, want) in rows {
+            assert_eq!(
+                readiness_answer_is_collector(*kind, body),
+                *want,
+                "row {name}"
+            );
+        }
+    }
+
+    #[test]
+    fn ports_are_unique_and_outside_the_ephemeral_range() {
+        let a = free_ports([None, None, None]).unwrap();
+        let b = free_ports([None, Some(a[0])]).unwrap();
+        let mut all: Vec<u16> = a.iter().chain(b.iter()).copied().collect();
+        assert!(all.iter().all(|p| *p < ephemeral_low()), "{all:?}");
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 5, "no port handed out twice");
     }
 
     #[test]
