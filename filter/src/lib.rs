@@ -9,6 +9,7 @@ pub mod config;
 pub mod export;
 pub mod ids;
 pub mod metrics;
+pub mod pairs;
 pub mod propagation;
 pub mod sampling;
 pub mod span;

@@ -10,6 +10,12 @@ pub enum Counter {
     SpansDropped,
     ExportRequestsOk,
     ExportRequestsFailed,
+    ExportFailedNoResponse,
+    ExportFailedStatus,
+    ExportFailedNotSent,
+    SpansDroppedQueueFull,
+    SpansDroppedExportFailed,
+    SpansDroppedShutdown,
     InvalidContext,
     InvalidRateHeader,
     SamplingDebug,
@@ -21,7 +27,7 @@ pub enum Counter {
 }
 
 impl Counter {
-    pub const ALL: [Counter; 16] = [
+    pub const ALL: [Counter; 22] = [
         Counter::SpansStarted,
         Counter::SpansSampled,
         Counter::SpansNotSampled,
@@ -30,6 +36,12 @@ impl Counter {
         Counter::SpansDropped,
         Counter::ExportRequestsOk,
         Counter::ExportRequestsFailed,
+        Counter::ExportFailedNoResponse,
+        Counter::ExportFailedStatus,
+        Counter::ExportFailedNotSent,
+        Counter::SpansDroppedQueueFull,
+        Counter::SpansDroppedExportFailed,
+        Counter::SpansDroppedShutdown,
         Counter::InvalidContext,
         Counter::InvalidRateHeader,
         Counter::SamplingDebug,
@@ -50,6 +62,12 @@ impl Counter {
             Counter::SpansDropped => "meshtrace_spans_dropped",
             Counter::ExportRequestsOk => "meshtrace_export_requests_ok",
             Counter::ExportRequestsFailed => "meshtrace_export_requests_failed",
+            Counter::ExportFailedNoResponse => "meshtrace_export_failed_no_response",
+            Counter::ExportFailedStatus => "meshtrace_export_failed_status",
+            Counter::ExportFailedNotSent => "meshtrace_export_failed_not_sent",
+            Counter::SpansDroppedQueueFull => "meshtrace_spans_dropped_queue_full",
+            Counter::SpansDroppedExportFailed => "meshtrace_spans_dropped_export_failed",
+            Counter::SpansDroppedShutdown => "meshtrace_spans_dropped_shutdown",
             Counter::InvalidContext => "meshtrace_invalid_context",
             Counter::InvalidRateHeader => "meshtrace_invalid_rate_header",
             Counter::SamplingDebug => "meshtrace_sampling_debug",
