@@ -35,7 +35,7 @@ DEMO ?= a
 # HOLD=1 keeps the demo running (Envoys, apps, collector) until Ctrl-C.
 HOLD ?=
 
-.PHONY: ui-screenshot collectors all tools build lint unit scenarios validate test demo clean image push image-test istio-crds istio-test
+.PHONY: abi fixtures ui-screenshot collectors all tools build lint unit scenarios validate test demo clean image push image-test istio-crds istio-test
 
 all: build
 
@@ -103,6 +103,11 @@ lint: $(TARGETS_STAMP)
 	cargo clippy -p meshtrace --target wasm32-wasip1 -- -D warnings
 	cargo clippy -p meshtrace --no-default-features --target wasm32-unknown-unknown -- -D warnings
 
+# The built module in a wasmtime test host that injects every failure into every host call it makes
+# (test-harness/tests/abi.rs): it must never trap and must count each failure.
+abi: build
+	cargo test -q -p test-harness --test abi
+
 # The pure core's tests, natively and compiled to wasm32-wasip1 (run under Node's WASI).
 unit: $(TARGETS_STAMP)
 	cargo test -p meshtrace --no-default-features
@@ -114,8 +119,12 @@ unit: $(TARGETS_STAMP)
 validate: tools build
 	cargo run -q -p test-harness -- validate --envoy "$(ENVOY)" envoy/*.yaml
 
+# The test-only module that traps on purpose (scenario 088, failure policy); never shipped.
+fixtures: $(TARGETS_STAMP)
+	cargo build -q -p trap-fixture --release --target wasm32-wasip1
+
 # All harness scenarios through real Envoy (func-e + the built module).
-scenarios: tools build
+scenarios: tools build fixtures
 	cargo run -q -p test-harness -- replay --envoy "$(ENVOY)" test-harness/scenarios/*.yaml
 
 # Reproducible OCI image layouts: dist/oci (tar+gzip layer holding plugin.wasm) and dist/oci-artifact
@@ -154,7 +163,7 @@ istio-test: tools build $(ISTIO_CRDS)
 	  [ $$rc -eq 1 ] || { echo "tracing-check must report native tracing next to meshtrace (exit 1), got exit $$rc" >&2; exit 1; }
 	@echo "ok: tracing-check reported the native-tracing config, as it must"
 
-test: tools lint unit build validate scenarios image-test istio-test
+test: tools lint unit build abi validate scenarios image-test istio-test
 
 # Refreshes docs/zipkin-ui-trace.png: topology b in real Zipkin, as headless Chromium renders it.
 ui-screenshot: tools build

@@ -2,7 +2,8 @@
 //!
 //! Data flows one way: request headers → [`propagation`] (extract) → [`sampling`] (decide) →
 //! [`tracer`] (header edits, open span) → [`span`] (finished at stream end) → [`buffer`] (per VM) →
-//! [`export`] (encode) → collector call from the root context. Everything but `adapter` is plain Rust.
+//! [`export`] (encode) → collector call from the root context. Everything but `adapter` (the only code that talks to the
+//! host, through its own ABI layer) is plain Rust.
 
 pub mod buffer;
 pub mod config;

@@ -164,6 +164,15 @@ pub fn set_wasm_path(doc: &mut Value, wasm_path: &str) -> Result<usize, String> 
     })
 }
 
+/// Sets `failure_policy` of every wasm filter (Envoy's enum name; `envoy --mode validate` and the
+/// start itself check the value).
+pub fn set_failure_policy(doc: &mut Value, policy: &str) -> Result<usize, String> {
+    for_each_wasm_config(doc, &mut |cfg| {
+        cfg.insert(key("failure_policy"), key(policy));
+        Ok(())
+    })
+}
+
 /// The plugin configuration string of the (first) wasm filter.
 pub fn plugin_config_string(doc: &Value) -> Result<String, String> {
     let mut doc = doc.clone();

@@ -64,6 +64,8 @@ pub struct Observations {
     pub window_us: Option<(u64, u64)>,
     /// The most export requests the collector held open at one time.
     pub collector_max_concurrent: u64,
+    /// The fake collector's fault mode, if it has one.
+    pub collector_fault: Option<crate::scenario::CollectorFault>,
     /// What a real collector stored (`real_collector:` scenarios).
     pub collected: Option<Collected>,
 }
@@ -188,8 +190,12 @@ fn check_headers(
 pub fn evaluate(expect: &Expect, obs: &Observations) -> Vec<Check> {
     let mut out = Vec::new();
     builtin(obs, &mut out);
-    no_crash(obs, &mut out);
+    no_crash(&expect.trapped, obs, &mut out);
     upstream_checks(expect, obs, &mut out);
+    out.extend(crate::fault::fault_checks(
+        expect.collector_requests.as_ref(),
+        obs,
+    ));
     if let Some(sp) = &expect.spans {
         span_checks(sp, obs, &mut out);
     }
@@ -496,14 +502,19 @@ fn builtin(obs: &Observations, out: &mut Vec<Check>) {
 /// Lines that show the filter crashed (a Rust panic, or a wasm trap in a proxy-wasm callback).
 const CRASH_MARKERS: [&str; 2] = ["meshtrace: panic", "failed: Uncaught"];
 
-fn no_crash(obs: &Observations, out: &mut Vec<Check>) {
+fn no_crash(trapped: &[String], obs: &Observations, out: &mut Vec<Check>) {
     for (envoy, text) in &obs.logs {
         let line = text
             .lines()
             .find(|l| CRASH_MARKERS.iter().any(|m| l.contains(m)));
+        let (ok, what) = if trapped.contains(envoy) {
+            (line.is_some(), "shows the wasm trap it must have")
+        } else {
+            (line.is_none(), "shows no panic or wasm trap")
+        };
         out.push(Check::new(
-            line.is_none(),
-            format!("built-in: envoy {envoy} log shows no panic or wasm trap"),
+            ok,
+            format!("built-in: envoy {envoy} log {what}"),
             line.map(|l| truncate(l, 300)).unwrap_or_default(),
         ));
     }
@@ -1474,8 +1485,16 @@ spans: {every: {kind: SERVER, parentId: {absent: true}}}
             "ok\n[critical][wasm] wasm log meshtrace: panic: boom\n".into(),
         );
         let mut out = Vec::new();
-        no_crash(&o, &mut out);
+        no_crash(&[], &o, &mut out);
         assert!(!out[0].pass && out[0].detail.contains("panic: boom"));
+        // An Envoy that must have trapped passes with the line and fails without it.
+        let mut out = Vec::new();
+        no_crash(&["gw".to_string()], &o, &mut out);
+        assert!(out[0].pass, "trap expected and seen");
+        o.logs.insert("gw".into(), "ok\n".into());
+        let mut out = Vec::new();
+        no_crash(&["gw".to_string()], &o, &mut out);
+        assert!(!out[0].pass, "trap expected, none seen");
     }
 
     #[test]

@@ -2,13 +2,14 @@
 
 use crate::collectors::{CollectorBins, RealCollector};
 use crate::config::{
-    load_shipped, patch_config, plugin_config_string, render_plugin_config, Patch, PluginConfig,
+    load_shipped, patch_config, plugin_config_string, render_plugin_config, set_failure_policy,
+    Patch, PluginConfig,
 };
 use crate::envoy::{EnvoyProcess, Launch, StartOutcome};
 use crate::expect::{evaluate, expected_stored, metric_value, Check, Collected, Observations};
-use crate::http;
+use crate::load::{send_requests, SendContext};
 use crate::repo;
-use crate::scenario::{EnvoySpec, RealCollectorKind, RequestSpec, Scenario};
+use crate::scenario::{EnvoySpec, RealCollectorKind, ReloadSpec, Scenario};
 use crate::spans::{truncate, Span};
 use crate::upstream::{closed_port, Collector, RouteTable, UpstreamServer};
 use std::collections::BTreeMap;
@@ -251,6 +252,36 @@ struct Started {
     spec: EnvoySpec,
     proc: EnvoyProcess,
     ready: bool,
+    /// Where its `app` and `zipkin` clusters point (a reload keeps them).
+    app: SocketAddr,
+    zipkin: SocketAddr,
+}
+
+/// Replaces the listener of a running `lds: true` Envoy with one whose plugin configuration is
+/// its own deep-merged with `rl.plugin_config`.
+fn reload_envoy(
+    tools: &Tools,
+    run_dir: &Path,
+    started: &[Started],
+    rl: &ReloadSpec,
+) -> Result<String, String> {
+    let s = started
+        .iter()
+        .find(|s| s.ready && s.spec.name == rl.envoy)
+        .ok_or_else(|| format!("envoy {} is not running", rl.envoy))?;
+    let mut spec = s.spec.clone();
+    let mut pc = spec
+        .plugin_config
+        .take()
+        .unwrap_or_else(|| serde_json::json!({}));
+    crate::config::deep_merge(&mut pc, &rl.plugin_config);
+    spec.plugin_config = Some(pc);
+    let mut doc = envoy_config(tools, &spec, s.app, s.zipkin)?;
+    let envoy_dir = std::fs::canonicalize(run_dir.join(sanitize(&spec.name)))
+        .map_err(|e| format!("run dir of {}: {e}", spec.name))?;
+    let dir = crate::lds::watched_dir(&envoy_dir);
+    let resp = crate::lds::split_listeners(&mut doc, &dir)?;
+    crate::lds::apply(&s.proc, &dir, &resp)
 }
 
 /// Runs a parsed scenario. `on_live` is called after requests and quiescence, while everything is
@@ -339,14 +370,13 @@ fn plugin_of(e: &EnvoySpec) -> PluginConfig {
     }
 }
 
-/// Generates the patched config for one Envoy and writes it to `path`.
-pub fn write_envoy_config(
+/// The shipped config of one Envoy, patched.
+fn envoy_config(
     tools: &Tools,
     e: &EnvoySpec,
     app: SocketAddr,
     zipkin: SocketAddr,
-    path: &Path,
-) -> Result<(), String> {
+) -> Result<serde_yaml::Value, String> {
     let mut doc = load_shipped(&tools.repo, e.config.file_name())?;
     patch_config(
         &mut doc,
@@ -355,15 +385,43 @@ pub fn write_envoy_config(
             listener_port: 0,
             app,
             zipkin,
-            wasm_path: tools.wasm_abs().display().to_string(),
+            wasm_path: match &e.module {
+                Some(m) => tools.repo.join(m).display().to_string(),
+                None => tools.wasm_abs().display().to_string(),
+            },
             plugin: plugin_of(e),
             node: node_json(e),
         },
     )?;
-    let text = serde_yaml::to_string(&doc).map_err(|e| e.to_string())?;
+    if let Some(policy) = &e.failure_policy {
+        set_failure_policy(&mut doc, policy)?;
+    }
+    Ok(doc)
+}
+
+/// Generates the patched config for one Envoy and writes it to `path` (with `lds: true`, its
+/// listeners go to `lds/listeners.yaml` next to it).
+pub fn write_envoy_config(
+    tools: &Tools,
+    e: &EnvoySpec,
+    app: SocketAddr,
+    zipkin: SocketAddr,
+    path: &Path,
+) -> Result<(), String> {
+    let mut doc = envoy_config(tools, e, app, zipkin)?;
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d).map_err(|e| e.to_string())?;
     }
+    if e.lds {
+        let dir = path
+            .parent()
+            .and_then(|d| std::fs::canonicalize(d).ok())
+            .ok_or_else(|| format!("no directory for {}", path.display()))?;
+        let dir = crate::lds::watched_dir(&dir);
+        let resp = crate::lds::split_listeners(&mut doc, &dir)?;
+        crate::lds::write_listeners(&dir, &resp)?;
+    }
+    let text = serde_yaml::to_string(&doc).map_err(|e| e.to_string())?;
     std::fs::write(
         path,
         format!(
@@ -770,12 +828,15 @@ fn execute(
             };
             match app
                 .and_then(|app| Ok((app, zipkin?)))
-                .and_then(|(app, zipkin)| launch_envoy(tools, run_dir, e, app, zipkin))
-            {
-                Ok(proc) => started.push(Started {
+                .and_then(|(app, zipkin)| {
+                    launch_envoy(tools, run_dir, e, app, zipkin).map(|p| (p, app, zipkin))
+                }) {
+                Ok((proc, app, zipkin)) => started.push(Started {
                     spec: e.clone(),
                     proc,
                     ready: false,
+                    app,
+                    zipkin,
                 }),
                 Err(err) => {
                     checks.push(Check::fail(format!("envoy {} launched", e.name), err));
@@ -816,7 +877,15 @@ fn execute(
     }
 
     if !abort {
-        send_requests(sc, &routes, &upstreams, checks);
+        let faults = collector.fault_counter();
+        let reload = |rl: &ReloadSpec| reload_envoy(tools, run_dir, &started, rl);
+        let ctx = SendContext {
+            routes: &routes,
+            upstreams: &upstreams,
+            faults: &faults,
+            reload: &reload,
+        };
+        send_requests(sc, &ctx, checks);
         let timeout = Duration::from_millis(sc.quiescence_timeout_ms.unwrap_or(15_000));
         checks.push(wait_quiescent(&started, timeout));
         obs.window_us = Some((t_start, now_us()));
@@ -901,6 +970,7 @@ fn execute(
     }
     obs.posts = collector.posts();
     obs.collector_max_concurrent = collector.max_concurrent();
+    obs.collector_fault = sc.collector.fault;
     for p in &obs.posts {
         if let Ok(list) = &p.spans {
             for s in list {
@@ -919,139 +989,6 @@ fn indent(text: &str, pre: &str) -> String {
         .map(|l| format!("{pre}{}", truncate(l, 400)))
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-fn request_headers(r: &RequestSpec) -> Vec<(String, String)> {
-    let mut hs = r.headers.0.clone();
-    if !hs.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
-        hs.insert(0, ("Host".to_string(), "example.com".to_string()));
-    }
-    hs
-}
-
-fn send_requests(
-    sc: &Scenario,
-    routes: &RouteTable,
-    upstreams: &BTreeMap<String, UpstreamServer>,
-    checks: &mut Vec<Check>,
-) {
-    for (i, r) in sc.requests.iter().enumerate() {
-        let addr = routes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&r.via)
-            .copied();
-        let mut label = format!("request[{i}] {} {} via {}", r.method, r.path, r.via);
-        if r.repeat != 1 {
-            label.push_str(&format!(" ×{}", r.repeat));
-        }
-        if let Some(n) = &r.note {
-            label.push_str(&format!(" ({n})"));
-        }
-        if let Some(s) = r.expect_status {
-            label.push_str(&format!(" → {s}"));
-        }
-        if sc.envoy(&r.via).is_some_and(|e| e.expect_start_failure) {
-            checks.push(Check::pass(
-                format!("{label} skipped"),
-                "envoy is expected not to start",
-            ));
-            continue;
-        }
-        let Some(addr) = addr else {
-            checks.push(Check::fail(label, "no listener address for this envoy"));
-            continue;
-        };
-        if let Some(ms) = r.max_ms {
-            label.push_str(&format!(" within {ms} ms"));
-        }
-        // The app behind this Envoy: an aborted request is cut off once it has arrived there.
-        let app = sc
-            .envoy(&r.via)
-            .and_then(|e| sc.upstream_of(e))
-            .and_then(|u| upstreams.get(&u));
-        if r.abort_after_ms.is_some() {
-            label.push_str(match app {
-                Some(_) => " (client gives up once the upstream has it)",
-                None => " (client gives up)",
-            });
-        }
-        let hs = request_headers(r);
-        let body = r.body.clone().unwrap_or_default();
-        let mut tally: BTreeMap<String, u32> = BTreeMap::new();
-        let mut ok = true;
-        let mut slowest = Duration::ZERO;
-        for _ in 0..r.repeat {
-            let t0 = Instant::now();
-            let key = if let Some(ms) = r.abort_after_ms {
-                let before = app.map(UpstreamServer::count);
-                let reached = || match (app, before) {
-                    (Some(a), Some(n)) => a.count() > n,
-                    _ => false,
-                };
-                match http::send_then_abort(
-                    &addr.to_string(),
-                    &r.method,
-                    &r.path,
-                    &hs,
-                    body.as_bytes(),
-                    Duration::from_millis(ms),
-                    app.map(|_| &reached as &dyn Fn() -> bool),
-                ) {
-                    Ok(()) => "aborted without a response".to_string(),
-                    Err(e) => {
-                        ok = false;
-                        e
-                    }
-                }
-            } else {
-                let res = http::send(
-                    &addr.to_string(),
-                    &r.method,
-                    &r.path,
-                    &hs,
-                    body.as_bytes(),
-                    Duration::from_secs(15),
-                );
-                slowest = slowest.max(t0.elapsed());
-                match res {
-                    Ok(resp) => {
-                        if r.expect_status.is_some_and(|s| s != resp.status) {
-                            ok = false;
-                        }
-                        resp.status.to_string()
-                    }
-                    Err(e) => {
-                        ok = false;
-                        format!("transport error: {e}")
-                    }
-                }
-            };
-            *tally.entry(key).or_default() += 1;
-        }
-        if let Some(ms) = r.max_ms {
-            if slowest > Duration::from_millis(ms) {
-                ok = false;
-            }
-        }
-        let detail = tally
-            .iter()
-            .map(|(k, n)| {
-                if *n == 1 {
-                    k.clone()
-                } else {
-                    format!("{k} ×{n}")
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        let detail = if r.max_ms.is_some() {
-            format!("{detail}; slowest {} ms", slowest.as_millis())
-        } else {
-            detail
-        };
-        checks.push(Check::new(ok, label, detail));
-    }
 }
 
 const BALANCE: [&str; 4] = [

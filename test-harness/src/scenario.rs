@@ -91,6 +91,13 @@ pub struct EnvoySpec {
     /// Value for `--component-log-level` (default `wasm:debug`).
     #[serde(default)]
     pub log_level: Option<String>,
+    /// Load this module (a path from the repository root) instead of `dist/meshtrace.wasm`, e.g.
+    /// the trapping fixture of the failure-policy scenario.
+    #[serde(default)]
+    pub module: Option<String>,
+    /// Replaces the wasm filter's `failure_policy` (FAIL_OPEN, FAIL_RELOAD, FAIL_CLOSED, UNSPECIFIED).
+    #[serde(default)]
+    pub failure_policy: Option<String>,
     /// Extra Envoy command-line arguments.
     #[serde(default)]
     pub extra_args: Vec<String>,
@@ -105,6 +112,10 @@ pub struct EnvoySpec {
     /// proxy, like an ingress gateway in front of a sidecar). That Envoy starts first.
     #[serde(default)]
     pub upstream_envoy: Option<String>,
+    /// Serve the listeners from a file (`dynamic_resources.lds_config.path_config_source` with a
+    /// watched directory) instead of `static_resources`, so a request's `reload` can replace them.
+    #[serde(default)]
+    pub lds: bool,
 }
 
 /// The Envoy bootstrap `node:` block (what Istio's agent fills in).
@@ -194,6 +205,14 @@ pub struct CollectorSpec {
     pub status: u16,
     #[serde(default)]
     pub delay_ms: u64,
+    /// Misbehave on export requests instead of answering them (a raw TCP server then serves
+    /// every endpoint, see `fault.rs`).
+    #[serde(default)]
+    pub fault: Option<CollectorFault>,
+    /// With `fault`: misbehave on every Nth export request (counted over all endpoints), answer
+    /// the others with `status`. 1 = every export request.
+    #[serde(default = "default_fault_every")]
+    pub fault_every: u64,
 }
 
 impl Default for CollectorSpec {
@@ -202,12 +221,46 @@ impl Default for CollectorSpec {
             mode: CollectorMode::Up,
             status: default_collector_status(),
             delay_ms: 0,
+            fault: None,
+            fault_every: default_fault_every(),
+        }
+    }
+}
+
+/// The ways the fake collector can fail an export after it has read the whole request. Each
+/// one leaves Envoy with a call that got response headers (or started to) and then failed, which
+/// the HTTP async client reports as a reset, not as a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CollectorFault {
+    /// `200 OK`, `content-length: 200`, 64 bytes of the body, then a TCP reset (SO_LINGER 0).
+    HeadersThenReset,
+    /// `202 Accepted`, `content-length: 200`, 64 bytes of the body, then a plain close (FIN).
+    CloseMidBody,
+    /// `202 Accepted` with `content-length: 100` and no body, then a TCP reset.
+    ResetAfterHeaders,
+    /// `200 OK` with a correct `content-length` of 40 MiB, sent in full (or until Envoy resets),
+    /// more than Envoy buffers for an async call's response.
+    OversizedBody,
+}
+
+impl CollectorFault {
+    pub fn name(self) -> &'static str {
+        match self {
+            CollectorFault::HeadersThenReset => "headers_then_reset",
+            CollectorFault::CloseMidBody => "close_mid_body",
+            CollectorFault::ResetAfterHeaders => "reset_after_headers",
+            CollectorFault::OversizedBody => "oversized_body",
         }
     }
 }
 
 fn default_collector_status() -> u16 {
     202
+}
+
+fn default_fault_every() -> u64 {
+    1
 }
 
 fn default_status() -> u16 {
@@ -295,9 +348,34 @@ pub struct RequestSpec {
     /// an upstream, after this many milliseconds). A response that arrives first fails the request.
     #[serde(default)]
     pub abort_after_ms: Option<u64>,
+    /// Send the `repeat` requests over this many parallel client threads (default 1: one after
+    /// another). Concurrent requests arrive at the upstream in no particular order.
+    #[serde(default)]
+    pub concurrency: Option<u32>,
+    /// Before sending, wait (at most 10 s) until the fake collector has misbehaved this many times
+    /// (`collector.fault`).
+    #[serde(default)]
+    pub after_collector_faults: Option<u64>,
+    /// While these requests are sent, replace an `lds: true` Envoy's listener with one whose plugin
+    /// configuration differs (a new plugin instance; the old one drains).
+    #[serde(default)]
+    pub reload: Option<ReloadSpec>,
     /// Free text shown in the report.
     #[serde(default)]
     pub note: Option<String>,
+}
+
+/// A listener replacement under traffic (see `RequestSpec::reload`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadSpec {
+    /// The Envoy (with `lds: true`) whose listener is replaced.
+    pub envoy: String,
+    /// Replace it once this many of the request's `repeat` requests have completed.
+    #[serde(default)]
+    pub after_requests: u32,
+    /// Deep-merged onto the Envoy's own `plugin_config` (same rules) for the new listener.
+    pub plugin_config: serde_json::Value,
 }
 
 /// An exact count or an inclusive `[lo, hi]` range.
@@ -468,6 +546,9 @@ pub struct CollectorExpect {
     /// Most export requests the collector held open (received, not yet answered) at one time.
     #[serde(default)]
     pub max_concurrent: Option<CountSpec>,
+    /// Export requests the collector misbehaved on (`collector.fault`).
+    #[serde(default)]
+    pub faulted: Option<CountSpec>,
     #[serde(default)]
     pub path: Option<Matcher>,
     #[serde(default)]
@@ -496,6 +577,10 @@ impl<'de> Deserialize<'de> for NameList {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
+    /// Envoys whose module must have trapped (the failure-policy fixture): their log must show the
+    /// trap, where every other Envoy's must show none.
+    #[serde(default)]
+    pub trapped: Vec<String>,
     #[serde(default)]
     pub upstream_headers: BTreeMap<String, Vec<HeaderExpect>>,
     /// Number of requests each upstream received.
@@ -701,6 +786,7 @@ impl Scenario {
         if self.collector.mode != CollectorMode::Up
             || self.collector.status != default_collector_status()
             || self.collector.delay_ms != 0
+            || self.collector.fault.is_some()
         {
             errs.push(
                 "real_collector: the fake collector's `collector:` settings do not apply"
@@ -729,6 +815,63 @@ impl Scenario {
                     || !c.matchers.is_empty())
             {
                 errs.push("expect.collected: empty contradicts spans/traces/match".to_string());
+            }
+        }
+    }
+
+    /// Checks of the collector fault modes, concurrent requests and reloads.
+    fn validate_load(&self, errs: &mut Vec<String>) {
+        let c = &self.collector;
+        if c.fault_every == 0 {
+            errs.push("collector.fault_every must be at least 1".to_string());
+        }
+        if c.fault.is_some() && c.mode == CollectorMode::Down {
+            errs.push("collector: fault needs mode up".to_string());
+        }
+        let wants_faulted = self
+            .expect
+            .collector_requests
+            .as_ref()
+            .is_some_and(|e| e.faulted.is_some());
+        if c.fault.is_none() && wants_faulted {
+            errs.push("expect.collector_requests.faulted needs collector.fault".to_string());
+        }
+        for (i, r) in self.requests.iter().enumerate() {
+            let parallel = r.concurrency.unwrap_or(1);
+            if parallel == 0 {
+                errs.push(format!("request #{i}: concurrency must be at least 1"));
+            }
+            if r.abort_after_ms.is_some() && (parallel > 1 || r.reload.is_some()) {
+                errs.push(format!(
+                    "request #{i}: abort_after_ms is sequential only (no concurrency/reload)"
+                ));
+            }
+            if r.after_collector_faults.is_some() && c.fault.is_none() {
+                errs.push(format!(
+                    "request #{i}: after_collector_faults needs collector.fault"
+                ));
+            }
+            let Some(rl) = &r.reload else { continue };
+            match self.envoy(&rl.envoy) {
+                None => errs.push(format!("request #{i}: reload: unknown envoy {}", rl.envoy)),
+                Some(e) if !e.lds => errs.push(format!(
+                    "request #{i}: reload: envoy {} needs `lds: true`",
+                    rl.envoy
+                )),
+                Some(e) if e.plugin_config_raw.is_some() => errs.push(format!(
+                    "request #{i}: reload: envoy {} has plugin_config_raw, nothing to merge onto",
+                    rl.envoy
+                )),
+                Some(_) => {}
+            }
+            if !rl.plugin_config.is_object() {
+                errs.push(format!("request #{i}: reload.plugin_config must be a map"));
+            }
+            if rl.after_requests >= r.repeat {
+                errs.push(format!(
+                    "request #{i}: reload.after_requests must be below repeat ({})",
+                    r.repeat
+                ));
             }
         }
     }
@@ -783,6 +926,7 @@ impl Scenario {
             }
         }
         self.validate_real_collector(&mut errs);
+        self.validate_load(&mut errs);
         let mut relays = BTreeSet::new();
         for e in &self.envoys {
             if let Some(meta) = e.node.as_ref().and_then(|n| n.metadata.as_ref()) {

@@ -1,9 +1,11 @@
 //! Recording upstream HTTP servers (the "apps" behind each Envoy) and the fake Zipkin collector.
 
+use crate::fault::{FaultServer, Shared};
 use crate::http;
-use crate::scenario::{CollectorSpec, UpstreamSpec};
+use crate::scenario::{CollectorFault, CollectorSpec, UpstreamSpec};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -560,29 +562,40 @@ pub struct ExportPost {
     pub request: RecordedRequest,
     /// The parsed span array, or why it could not be parsed.
     pub spans: Result<Vec<serde_json::Value>, String>,
+    /// How the collector failed this export instead of answering it (`collector.fault`).
+    pub fault: Option<CollectorFault>,
+    /// The status the collector answers when it does not fail the export.
+    pub status: u16,
 }
 
 /// The fake Zipkin collector: one listening endpoint per Envoy (so every span can be attributed to
 /// the Envoy that exported it), one shared record.
 pub struct Collector {
     spec: CollectorSpec,
-    posts: Arc<Mutex<Vec<ExportPost>>>,
-    /// (requests received and not yet answered, the most there ever were).
-    open: Arc<Mutex<(u64, u64)>>,
+    /// Posts, open-request tracking and fault counts, shared by all endpoints.
+    shared: Shared,
     /// The refused endpoints of a collector that is down, reserved until the collector is dropped.
     closed: Vec<ClosedPort>,
     servers: Vec<(Arc<tiny_http::Server>, JoinHandle<()>)>,
+    /// The raw TCP endpoints of a collector with a fault mode.
+    faulty: Vec<FaultServer>,
 }
 
 impl Collector {
     pub fn new(spec: &CollectorSpec) -> Collector {
         Collector {
             spec: spec.clone(),
-            posts: Arc::default(),
-            open: Arc::default(),
+            shared: Shared::default(),
             closed: Vec::new(),
             servers: Vec::new(),
+            faulty: Vec::new(),
         }
+    }
+
+    /// How many times the collector has misbehaved so far (`collector.fault`), readable while
+    /// the scenario runs.
+    pub fn fault_counter(&self) -> Arc<AtomicU64> {
+        self.shared.faults.clone()
     }
 
     /// A new endpoint for `envoy`, or a closed port when the collector is down.
@@ -593,6 +606,12 @@ impl Collector {
             self.closed.push(port);
             return Ok(addr);
         }
+        if let Some(fault) = self.spec.fault {
+            let server = FaultServer::start(envoy, &self.spec, fault, self.shared.clone())?;
+            let addr = server.addr();
+            self.faulty.push(server);
+            return Ok(addr);
+        }
         let server = Arc::new(
             tiny_http::Server::http("127.0.0.1:0")
                 .map_err(|e| format!("collector: cannot listen: {e}"))?,
@@ -601,8 +620,8 @@ impl Collector {
             .server_addr()
             .to_ip()
             .ok_or("collector: no IP listen address")?;
-        let (srv, posts, envoy) = (server.clone(), self.posts.clone(), envoy.to_string());
-        let open = self.open.clone();
+        let (srv, posts, envoy) = (server.clone(), self.shared.posts.clone(), envoy.to_string());
+        let open = self.shared.open.clone();
         let (status, delay) = (self.spec.status, self.spec.delay_ms);
         let t = std::thread::spawn(move || {
             for mut req in srv.incoming_requests() {
@@ -620,6 +639,8 @@ impl Collector {
                         envoy: envoy.clone(),
                         request: rec,
                         spans,
+                        fault: None,
+                        status,
                     });
                 let open = open.clone();
                 std::thread::spawn(move || {
@@ -642,11 +663,15 @@ impl Collector {
 
     /// The most export requests that were open (received, not yet answered) at one time.
     pub fn max_concurrent(&self) -> u64 {
-        self.open.lock().unwrap_or_else(|p| p.into_inner()).1
+        self.shared.open.lock().unwrap_or_else(|p| p.into_inner()).1
     }
 
     pub fn posts(&self) -> Vec<ExportPost> {
-        self.posts.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.shared
+            .posts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 

@@ -5,10 +5,10 @@
 
 use std::alloc::{alloc, dealloc, Layout};
 use std::cell::RefCell;
-use std::collections::HashMap;
 
 use super::host::{self, HostError, LogLevel};
 use super::{Root, Stream};
+use crate::export::scheduler::IdMap;
 
 /// `Continue` for header callbacks: meshtrace never pauses a stream.
 const CONTINUE: u32 = 0;
@@ -19,13 +19,13 @@ thread_local! {
     /// Blocks handed to the host by `proxy_on_memory_allocate` and not yet taken back: address →
     /// size. A value is adopted only from a block listed here, so a faulty host's pointer or size is
     /// an error and never an out-of-bounds read or a bad free.
-    static BLOCKS: RefCell<HashMap<usize, usize>> = RefCell::new(HashMap::new());
+    static BLOCKS: RefCell<IdMap<usize, usize>> = RefCell::new(IdMap::default());
 }
 
 #[derive(Default)]
 struct Contexts {
-    roots: HashMap<u32, Root>,
-    streams: HashMap<u32, Stream>,
+    roots: IdMap<u32, Root>,
+    streams: IdMap<u32, Stream>,
 }
 
 /// Runs `f` on the contexts; a re-entered call (the host calling back while a callback runs) gets
