@@ -38,6 +38,9 @@ fn resolve(addr: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("address {addr} resolves to nothing"))
 }
 
+/// How `send` says the server closed the connection before sending a single response byte.
+pub const UNANSWERED: &str = "closed before any response byte";
+
 /// Sends one request and reads the whole response.
 ///
 /// `addr` is `host:port`. A `Host` header is added (`addr`) unless `headers` has one;
@@ -61,12 +64,13 @@ pub fn send(
         }
         match stream.read(&mut chunk) {
             Ok(0) => {
-                return parse_response(&buf, true, is_head)?.ok_or_else(|| {
-                    format!(
-                        "connection to {addr} closed after {} bytes without a complete response",
-                        buf.len()
-                    )
-                })
+                let got = buf.len();
+                return parse_response(&buf, true, is_head)?.ok_or_else(|| match got {
+                    0 => format!("connection to {addr} {UNANSWERED}"),
+                    n => {
+                        format!("connection to {addr} closed after {n} bytes, response incomplete")
+                    }
+                });
             }
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(e) => return Err(format!("read from {addr}: {e}")),

@@ -12,6 +12,7 @@ pub mod envoy;
 pub mod expect;
 pub mod fault;
 pub mod http;
+pub mod httpd;
 pub mod istio;
 pub mod lds;
 pub mod load;

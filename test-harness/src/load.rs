@@ -73,6 +73,10 @@ pub fn send_requests(sc: &Scenario, ctx: &SendContext, checks: &mut Vec<Check>) 
             checks.push(Check::fail(label, "no listener address for this envoy"));
             continue;
         };
+        if let Some(ms) = r.wait_ms {
+            std::thread::sleep(Duration::from_millis(ms));
+            label.push_str(&format!(" after {ms} ms"));
+        }
         if let Some(n) = r.after_collector_faults {
             checks.push(wait_for_faults(i, n, ctx.faults));
         }
@@ -100,7 +104,7 @@ pub fn send_requests(sc: &Scenario, ctx: &SendContext, checks: &mut Vec<Check>) 
                 rl.envoy, rl.after_requests, r.repeat
             );
             checks.push(match outcome {
-                Ok(d) => Check::pass(label, format!("started after {at} requests; {d}")),
+                Ok(d) => Check::pass(label, format!("at #{at}, {d}")),
                 Err(e) => Check::fail(label, e),
             });
         }
@@ -187,6 +191,8 @@ pub struct GroupResult {
     pub tally: BTreeMap<String, u32>,
     /// Requests with a transport error, another status than `expect_status`, or over `max_ms`.
     pub failed: u32,
+    /// Requests sent a second time after an unanswered close (`retry_unanswered`).
+    pub retried: u32,
     pub slowest: Duration,
     pub elapsed: Duration,
     /// (completed requests when the reload started, its outcome), if the entry has a `reload`.
@@ -199,6 +205,7 @@ impl GroupResult {
             *self.tally.entry(k).or_default() += n;
         }
         self.failed += other.failed;
+        self.retried += other.retried;
         self.slowest = self.slowest.max(other.slowest);
     }
 
@@ -212,6 +219,12 @@ impl GroupResult {
         } else {
             statuses
         };
+        if r.retry_unanswered {
+            d.push_str(&format!(
+                "; {} sent again after the proxy closed them unanswered",
+                self.retried
+            ));
+        }
         if r.max_ms.is_some() {
             d.push_str(&format!("; slowest {} ms", self.slowest.as_millis()));
         }
@@ -275,14 +288,24 @@ fn send_one(
     out: &mut GroupResult,
 ) {
     let t0 = Instant::now();
-    let res = http::send(
-        &addr.to_string(),
-        &r.method,
-        &r.path,
-        hs,
-        body,
-        Duration::from_secs(15),
-    );
+    let send = || {
+        http::send(
+            &addr.to_string(),
+            &r.method,
+            &r.path,
+            hs,
+            body,
+            Duration::from_secs(15),
+        )
+    };
+    let idempotent = r.method.eq_ignore_ascii_case("GET") || r.method.eq_ignore_ascii_case("HEAD");
+    let res = match send() {
+        Err(e) if r.retry_unanswered && idempotent && e.contains(http::UNANSWERED) => {
+            out.retried += 1;
+            send()
+        }
+        res => res,
+    };
     let took = t0.elapsed();
     out.slowest = out.slowest.max(took);
     let key = match res {

@@ -352,6 +352,15 @@ pub struct RequestSpec {
     /// another). Concurrent requests arrive at the upstream in no particular order.
     #[serde(default)]
     pub concurrency: Option<u32>,
+    /// A request the proxy accepted and then closed without a single response byte is sent once
+    /// more, as HTTP clients retry an idempotent request the server closed unanswered (RFC 9110
+    /// §9.2.2). Only for GET/HEAD; the retries are counted in the report. For listener reloads,
+    /// where Envoy closes some connections of the draining filter chain that way.
+    #[serde(default)]
+    pub retry_unanswered: bool,
+    /// Before sending, wait this many milliseconds (e.g. past Envoy's VM reload backoff).
+    #[serde(default)]
+    pub wait_ms: Option<u64>,
     /// Before sending, wait (at most 10 s) until the fake collector has misbehaved this many times
     /// (`collector.fault`).
     #[serde(default)]
@@ -835,6 +844,18 @@ impl Scenario {
             .is_some_and(|e| e.faulted.is_some());
         if c.fault.is_none() && wants_faulted {
             errs.push("expect.collector_requests.faulted needs collector.fault".to_string());
+        }
+        for e in self.envoys.iter().filter(|e| e.lds) {
+            // Envoy refuses file-based LDS without a node cluster; the node id is there anyway
+            // (`--service-node` or node.id).
+            let cluster = e.node.as_ref().is_some_and(|n| n.cluster.is_some())
+                || e.extra_args.iter().any(|a| a == "--service-cluster");
+            if !cluster {
+                errs.push(format!(
+                    "envoy {}: lds needs a node cluster (node.cluster or --service-cluster)",
+                    e.name
+                ));
+            }
         }
         for (i, r) in self.requests.iter().enumerate() {
             let parallel = r.concurrency.unwrap_or(1);

@@ -1,13 +1,13 @@
 //! Recording upstream HTTP servers (the "apps" behind each Envoy) and the fake Zipkin collector.
 
-use crate::fault::{FaultServer, Shared};
+use crate::fault::{CollectorServer, Shared};
 use crate::http;
+use crate::httpd::{write_reply, Handler, Server};
 use crate::scenario::{CollectorFault, CollectorSpec, UpstreamSpec};
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// Envoy name → listener address, filled in once the Envoys are up.
@@ -270,49 +270,6 @@ pub fn closed_port() -> std::io::Result<ClosedPort> {
     }
 }
 
-fn record(req: &mut tiny_http::Request) -> RecordedRequest {
-    let headers = req
-        .headers()
-        .iter()
-        .map(|h| {
-            (
-                h.field.as_str().as_str().to_ascii_lowercase(),
-                h.value.as_str().to_string(),
-            )
-        })
-        .collect();
-    let mut body = Vec::new();
-    let _ = req.as_reader().read_to_end(&mut body);
-    RecordedRequest {
-        method: req.method().to_string(),
-        path: req.url().to_string(),
-        headers,
-        body,
-        next_result: None,
-        report: None,
-    }
-}
-
-fn respond(req: tiny_http::Request, status: u16, body: String) {
-    respond_with(
-        req,
-        status,
-        &[("content-type".to_string(), "text/plain".to_string())],
-        body,
-    );
-}
-
-fn respond_with(req: tiny_http::Request, status: u16, headers: &[(String, String)], body: String) {
-    let mut resp =
-        tiny_http::Response::from_string(body).with_status_code(tiny_http::StatusCode(status));
-    for (k, v) in headers {
-        if let Ok(h) = tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()) {
-            resp.add_header(h);
-        }
-    }
-    let _ = req.respond(resp);
-}
-
 /// Headers an instrumented app propagates to its own outgoing calls.
 fn propagated(h: &str) -> bool {
     h.starts_with("x-b3-")
@@ -325,9 +282,9 @@ fn propagated(h: &str) -> bool {
 pub struct UpstreamServer {
     pub name: String,
     pub addr: SocketAddr,
-    server: Arc<tiny_http::Server>,
     records: Arc<Mutex<Vec<RecordedRequest>>>,
-    thread: Option<JoinHandle<()>>,
+    /// Stops listening when dropped.
+    _server: Server,
 }
 
 impl UpstreamServer {
@@ -337,46 +294,32 @@ impl UpstreamServer {
         routes: RouteTable,
         report_to: Option<SocketAddr>,
     ) -> Result<UpstreamServer, String> {
-        let server = Arc::new(
-            tiny_http::Server::http("127.0.0.1:0")
-                .map_err(|e| format!("upstream {}: cannot listen: {e}", spec.name))?,
-        );
-        let addr = server
-            .server_addr()
-            .to_ip()
-            .ok_or("upstream: no IP listen address")?;
         let records: Arc<Mutex<Vec<RecordedRequest>>> = Arc::default();
-        let (srv, recs, spec2) = (server.clone(), records.clone(), spec.clone());
-        let thread = std::thread::spawn(move || {
-            for mut req in srv.incoming_requests() {
-                let start_us = now_us();
-                let t0 = std::time::Instant::now();
-                let rec = record(&mut req);
-                let idx = {
-                    let mut g = recs.lock().unwrap_or_else(|p| p.into_inner());
-                    g.push(rec.clone());
-                    g.len() - 1
-                };
-                let (recs, spec, routes) = (recs.clone(), spec2.clone(), routes.clone());
-                std::thread::spawn(move || {
-                    let app = Handling {
-                        spec: &spec,
-                        recs: &recs,
-                        routes: &routes,
-                        report_to,
-                        start_us,
-                        t0,
-                    };
-                    handle(req, rec, idx, &app)
-                });
-            }
+        let (recs, spec2) = (records.clone(), spec.clone());
+        let handler: Arc<Handler> = Arc::new(move |rec: RecordedRequest, stream| {
+            let start_us = now_us();
+            let t0 = std::time::Instant::now();
+            let idx = {
+                let mut g = recs.lock().unwrap_or_else(|p| p.into_inner());
+                g.push(rec.clone());
+                g.len() - 1
+            };
+            let app = Handling {
+                spec: &spec2,
+                recs: &recs,
+                routes: &routes,
+                report_to,
+                start_us,
+                t0,
+            };
+            handle(stream, rec, idx, &app)
         });
+        let server = Server::start(&format!("upstream {}", spec.name), handler)?;
         Ok(UpstreamServer {
             name: spec.name.clone(),
-            addr,
-            server,
+            addr: server.addr(),
             records,
-            thread: Some(thread),
+            _server: server,
         })
     }
 
@@ -402,7 +345,8 @@ struct Handling<'a> {
     t0: std::time::Instant,
 }
 
-fn handle(req: tiny_http::Request, rec: RecordedRequest, idx: usize, app: &Handling) {
+/// Answers one request; false ends the connection (the answer could not be written).
+fn handle(stream: &mut TcpStream, rec: RecordedRequest, idx: usize, app: &Handling) -> bool {
     let (spec, recs, routes) = (app.spec, app.recs, app.routes);
     let path_only = rec.path.split('?').next().unwrap_or("/").to_string();
     // An instrumented app reports a span for sampled requests (and is its next hop's parent).
@@ -471,7 +415,7 @@ fn handle(req: tiny_http::Request, rec: RecordedRequest, idx: usize, app: &Handl
             r.report = Some(rep);
         }
     }
-    respond_with(req, status, &headers, body);
+    write_reply(stream, &rec.method, status, &headers, body.as_bytes()).is_ok()
 }
 
 /// The current UTC time as `YYYY-MM-DDTHH:MM:SSZ` (for `{{now}}` in canned bodies).
@@ -545,15 +489,6 @@ fn respond_for(spec: &UpstreamSpec, path_only: &str) -> (u16, Vec<(String, Strin
     )
 }
 
-impl Drop for UpstreamServer {
-    fn drop(&mut self) {
-        self.server.unblock();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 /// One POST (or other request) the collector received.
 #[derive(Debug, Clone)]
 pub struct ExportPost {
@@ -576,9 +511,8 @@ pub struct Collector {
     shared: Shared,
     /// The refused endpoints of a collector that is down, reserved until the collector is dropped.
     closed: Vec<ClosedPort>,
-    servers: Vec<(Arc<tiny_http::Server>, JoinHandle<()>)>,
-    /// The raw TCP endpoints of a collector with a fault mode.
-    faulty: Vec<FaultServer>,
+    /// The listening endpoints; they stop listening when dropped.
+    servers: Vec<CollectorServer>,
 }
 
 impl Collector {
@@ -588,7 +522,6 @@ impl Collector {
             shared: Shared::default(),
             closed: Vec::new(),
             servers: Vec::new(),
-            faulty: Vec::new(),
         }
     }
 
@@ -606,58 +539,9 @@ impl Collector {
             self.closed.push(port);
             return Ok(addr);
         }
-        if let Some(fault) = self.spec.fault {
-            let server = FaultServer::start(envoy, &self.spec, fault, self.shared.clone())?;
-            let addr = server.addr();
-            self.faulty.push(server);
-            return Ok(addr);
-        }
-        let server = Arc::new(
-            tiny_http::Server::http("127.0.0.1:0")
-                .map_err(|e| format!("collector: cannot listen: {e}"))?,
-        );
-        let addr = server
-            .server_addr()
-            .to_ip()
-            .ok_or("collector: no IP listen address")?;
-        let (srv, posts, envoy) = (server.clone(), self.shared.posts.clone(), envoy.to_string());
-        let open = self.shared.open.clone();
-        let (status, delay) = (self.spec.status, self.spec.delay_ms);
-        let t = std::thread::spawn(move || {
-            for mut req in srv.incoming_requests() {
-                {
-                    let mut o = open.lock().unwrap_or_else(|p| p.into_inner());
-                    o.0 += 1;
-                    o.1 = o.1.max(o.0);
-                }
-                let rec = record(&mut req);
-                let spans = parse_spans(&rec.body);
-                posts
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(ExportPost {
-                        envoy: envoy.clone(),
-                        request: rec,
-                        spans,
-                        fault: None,
-                        status,
-                    });
-                let open = open.clone();
-                std::thread::spawn(move || {
-                    if delay > 0 {
-                        std::thread::sleep(Duration::from_millis(delay));
-                    }
-                    // Counted as answered just before the answer is written, so the proxy cannot
-                    // see the answer (and send the next request) while it still counts as open.
-                    {
-                        let mut o = open.lock().unwrap_or_else(|p| p.into_inner());
-                        o.0 = o.0.saturating_sub(1);
-                    }
-                    respond(req, status, String::new());
-                });
-            }
-        });
-        self.servers.push((server, t));
+        let server = CollectorServer::start(envoy, &self.spec, self.shared.clone())?;
+        let addr = server.addr();
+        self.servers.push(server);
         Ok(addr)
     }
 
@@ -685,17 +569,6 @@ pub fn parse_spans(body: &[u8]) -> Result<Vec<serde_json::Value>, String> {
             "body is neither a JSON array of spans nor an OTLP JSON body: {}",
             crate::spans::truncate(&other.to_string(), 120)
         )),
-    }
-}
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        for (s, _) in &self.servers {
-            s.unblock();
-        }
-        for (_, t) in self.servers.drain(..) {
-            let _ = t.join();
-        }
     }
 }
 

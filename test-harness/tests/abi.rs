@@ -1,290 +1,291 @@
-//! The ABI-level layer between the core's unit tests and real Envoy: the built `dist/meshtrace.wasm`
-//! hosted in wasmtime by a test host that implements every import the module declares, drives the
-//! callbacks Envoy drives, and answers every host call with every failure. The module must never
-//! trap, every header callback must answer Continue, and every failure must be counted.
-//! `make abi` (part of `make test`) runs it; `MESHTRACE_WASM` points it at another module.
+//! ABI-level fault injection: dist/meshtrace.wasm hosted in wasmtime behind a Rust stand-in for
+//! Envoy's proxy-wasm host (tests/abi/host*.rs), driven through Envoy's lifecycle while every host
+//! call the module declares fails in turn, with every status, and while the host hands over
+//! malformed data. Contract: the module never traps, never stalls a request, counts the failure.
+//!
+//! Needs dist/meshtrace.wasm (`make build`); MESHTRACE_WASM points it at another module. Each case
+//! gets a fresh instance of one compiled Module. Tables go to stderr even when the tests pass.
 
-// The host implements the whole ABI surface and records more than every test reads (the
-// recorded fields are there for the next case that needs them).
-#![allow(dead_code)]
-
-#[path = "abi/checks.rs"]
-mod checks;
-#[path = "abi/faults.rs"]
-mod faults;
-#[path = "abi/guest.rs"]
-mod guest;
-#[path = "abi/host.rs"]
-mod host;
-#[path = "abi/host_maps.rs"]
-mod host_maps;
-#[path = "abi/host_misc.rs"]
-mod host_misc;
-#[path = "abi/lifecycle.rs"]
-mod lifecycle;
-#[path = "abi/mem.rs"]
-mod mem;
-#[path = "abi/report.rs"]
-mod report;
-#[path = "abi/state.rs"]
-mod state;
-#[path = "abi/wasi.rs"]
-mod wasi;
-#[path = "abi/wire.rs"]
-mod wire;
-
-use lifecycle::{Driver, Reply, Scenario, CONFIG, ROOT};
-use report::Outcome;
-use state::{BufferShape, HostState, Phase};
-
-/// Without faults: headers propagated, one export of every span, all counted exported.
-#[test]
-fn baseline_exports_every_span() {
-    let h = guest::harness();
-    let run = lifecycle::run(h, &Scenario::standard(), HostState::new(CONFIG.as_bytes()));
-    assert!(checks::trap(&run).is_none(), "{:?}", checks::trap(&run));
-    assert_eq!(checks::common(&run), Vec::<String>::new());
-    assert_eq!(run.configured, Some(true));
-    let s = &run.state;
-    assert_eq!(s.http_calls.len(), 1, "one export call");
-    let call = &s.http_calls[0];
-    assert_eq!(call.cluster, "zipkin");
-    let method = call.headers.iter().find(|(k, _)| k == b":method");
-    assert_eq!(method.map(|(_, v)| v.as_slice()), Some(&b"POST"[..]));
-    let body: serde_json::Value = serde_json::from_slice(&call.body).expect("export body is JSON");
-    assert_eq!(
-        body.as_array().map(Vec::len),
-        Some(5),
-        "5 spans in one batch"
-    );
-    assert!(
-        s.edits.iter().any(|e| e.key == "x-b3-traceid"),
-        "the module wrote x-b3-traceid"
-    );
-    for (name, want) in [
-        (checks::SPANS_RECORDED, 5),
-        (checks::SPANS_EXPORTED, 5),
-        (checks::SPANS_DROPPED, 0),
-        (checks::EXPORT_OK, 1),
-        (checks::EXPORT_FAILED, 0),
-        (checks::INTERNAL_ERRORS, 0),
-    ] {
-        assert_eq!(s.counter(name), want, "{name}; {}", checks::counters(s));
-    }
-    assert_eq!(run.root_done, Some(true));
+mod abi {
+    pub mod checks;
+    pub mod data;
+    pub mod edges;
+    pub mod expect;
+    pub mod faults;
+    pub mod guest;
+    pub mod host;
+    pub mod host_maps;
+    pub mod host_misc;
+    pub mod lifecycle;
+    pub mod mem;
+    pub mod report;
+    pub mod state;
+    pub mod wasi;
+    pub mod wire;
 }
 
-/// Every import × every non-Ok status (and an unknown one), on every call and on the first call
-/// after configure. WASI imports are in the matrix too: their "statuses" are errnos.
+use std::time::Instant;
+
+use abi::checks::{self, EXPORT_FAILED, EXPORT_OK, INTERNAL_ERRORS, SPANS_DROPPED};
+use abi::checks::{SPANS_EXPORTED, SPANS_RECORDED};
+use abi::faults::{self, Case, Variant, STATUSES};
+use abi::guest::harness;
+use abi::lifecycle::{self, Run, Scenario, CONFIG};
+use abi::report::{self, emit, Outcome};
+use abi::state::{HostState, MAP_REQUEST_HEADERS};
+
 #[test]
-fn every_host_call_fails_every_way() {
-    let h = guest::harness();
-    report::emit(&format!(
-        "module {} (compiled in {} ms)",
+fn host_implements_every_import() {
+    let h = harness();
+    let env = h.imports("env");
+    let wasi = h.imports("wasi_snapshot_preview1");
+    emit(&format!(
+        "abi: {} compiled in {} ms; the host implements all {} imports\n  env ({}): {}\n  \
+         wasi_snapshot_preview1 ({}): {}\n",
         h.path.display(),
-        h.compile_ms
+        h.compile_ms,
+        env.len() + wasi.len(),
+        env.len(),
+        env.join(", "),
+        wasi.len(),
+        wasi.join(", ")
     ));
+    let foreign: Vec<String> = h
+        .module
+        .imports()
+        .filter(|i| i.module() != "env" && i.module() != "wasi_snapshot_preview1")
+        .map(|i| format!("{}::{}", i.module(), i.name()))
+        .collect();
+    assert!(
+        foreign.is_empty(),
+        "imports from modules other than env and wasi_snapshot_preview1: {foreign:?}"
+    );
+}
+
+/// The one export call the baseline expects: to `zipkin`, a POST, a Zipkin JSON list of 5 spans.
+fn check_export(run: &Run, problems: &mut Vec<String>) {
+    let calls = &run.state.http_calls;
+    if calls.len() != 1 {
+        problems.push(format!(
+            "expected exactly 1 proxy_http_call, got {}",
+            calls.len()
+        ));
+        return;
+    }
+    let call = &calls[0];
+    if call.timeout_ms != 5000 {
+        problems.push(format!(
+            "export timeout {} ms, expected the default collector.timeout_ms 5000",
+            call.timeout_ms
+        ));
+    }
+    if run.answered != 1 {
+        problems.push(format!(
+            "{} export answers delivered, expected 1",
+            run.answered
+        ));
+    }
+    let header = |name: &str| {
+        call.headers
+            .iter()
+            .find(|(k, _)| k == name.as_bytes())
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    };
+    if call.cluster != "zipkin" || header(":method").as_deref() != Some("POST") {
+        problems.push(format!(
+            "export call to cluster {:?} with :method {:?}, expected zipkin / POST",
+            call.cluster,
+            header(":method")
+        ));
+    }
+    match serde_json::from_slice::<serde_json::Value>(&call.body) {
+        Ok(serde_json::Value::Array(spans)) if spans.len() == 5 => {}
+        Ok(other) => problems.push(format!("export body is not a list of 5 spans: {other}")),
+        Err(e) => problems.push(format!("export body is not JSON: {e}")),
+    }
+}
+
+fn check_propagation(run: &Run, problems: &mut Vec<String>) {
+    let written: Vec<&str> = run
+        .state
+        .edits
+        .iter()
+        .filter(|e| e.map == MAP_REQUEST_HEADERS && e.op != "remove")
+        .map(|e| e.key.as_str())
+        .collect();
+    let traceids = written.iter().filter(|k| **k == "x-b3-traceid").count();
+    let sampled: Vec<&[u8]> = run
+        .state
+        .edits
+        .iter()
+        .filter(|e| e.key == "x-b3-sampled")
+        .filter_map(|e| e.value.as_deref())
+        .collect();
+    if sampled.len() != 5 || sampled.iter().any(|v| *v != b"1") {
+        problems.push(format!(
+            "expected x-b3-sampled: 1 on each of the 5 requests (rate 1.0), got {sampled:?}"
+        ));
+    }
+    if traceids != 5 {
+        problems.push(format!(
+            "expected x-b3-traceid written on each of the 5 requests, got {traceids} (writes: \
+             {written:?})"
+        ));
+    }
+}
+
+#[test]
+fn baseline() {
+    let h = harness();
+    let run = lifecycle::run(h, &Scenario::standard(), HostState::new(CONFIG.as_bytes()));
+    if let Some(trap) = checks::trap(&run) {
+        panic!("baseline (no fault): {trap}");
+    }
+    let mut problems = checks::common(&run);
+    if run.configured != Some(true) {
+        problems.push(format!("on_configure answered {:?}", run.configured));
+    }
+    check_export(&run, &mut problems);
+    check_propagation(&run, &mut problems);
+    let s = &run.state;
+    let expected = [
+        (SPANS_RECORDED, 5),
+        (SPANS_EXPORTED, 5),
+        (SPANS_DROPPED, 0),
+        (EXPORT_OK, 1),
+        (EXPORT_FAILED, 0),
+        (INTERNAL_ERRORS, 0),
+    ];
+    for (name, want) in expected {
+        if s.counter(name) != want {
+            problems.push(format!("{name} = {}, expected {want}", s.counter(name)));
+        }
+    }
+    if run.root_done != Some(true) {
+        problems.push(format!("root proxy_on_done answered {:?}", run.root_done));
+    }
+    if s.tick_period_ms != Some(1000) {
+        problems.push(format!(
+            "tick period {:?}, expected 1000 ms",
+            s.tick_period_ms
+        ));
+    }
+    emit(&format!(
+        "abi baseline: {}; tick {:?} ms; {} request-header edits; host calls: {:?}",
+        checks::counters(s),
+        s.tick_period_ms,
+        s.edits.len(),
+        s.calls
+    ));
+    assert!(
+        problems.is_empty(),
+        "baseline (no fault):\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+/// Imports the baseline lifecycle calls; each must see its fault fire in variant (a), or the
+/// host's injection is broken and the matrix proves nothing.
+fn called_in_baseline() -> Vec<String> {
+    let run = lifecycle::run(
+        harness(),
+        &Scenario::standard(),
+        HostState::new(CONFIG.as_bytes()),
+    );
+    run.state.calls.keys().map(|k| k.to_string()).collect()
+}
+
+#[test]
+fn fault_matrix() {
+    let h = harness();
     let mut imports = h.imports("env");
-    imports.extend(h.imports("wasi_snapshot_preview1"));
+    imports.sort();
+    let mut wasi = h.imports("wasi_snapshot_preview1");
+    wasi.sort();
+    // proc_exit has no result to fail with (the host reports any call to it as a trap).
+    imports.extend(wasi.into_iter().filter(|i| i != "proc_exit"));
     let cases = faults::cases(&imports);
+    let started = Instant::now();
     let outcomes = report::parallel(&cases, |c| faults::run_case(h, c));
-    let columns: Vec<String> = faults::STATUSES.iter().map(i32::to_string).collect();
-    for variant in faults::Variant::ALL {
+    let elapsed = started.elapsed();
+    let columns: Vec<String> = STATUSES.iter().map(i32::to_string).collect();
+    let mut out = String::new();
+    for variant in Variant::ALL {
         let rows: Vec<(String, Vec<&str>)> = imports
             .iter()
-            .map(|i| {
+            .map(|import| {
                 let cells = cases
                     .iter()
                     .zip(&outcomes)
-                    .filter(|(c, _)| &c.import == i && c.variant == variant)
+                    .filter(|(c, _)| c.variant == variant && &c.import == import)
                     .map(|(_, o)| o.cell())
                     .collect();
-                (i.clone(), cells)
+                (import.clone(), cells)
             })
             .collect();
-        report::emit(&report::table(variant.label(), &columns, &rows));
+        let title = format!("abi fault matrix {}: import × status", variant.label());
+        out.push_str(&report::table(&title, &columns, &rows));
+        out.push('\n');
     }
-    report::emit(report::LEGEND);
     let labelled: Vec<(String, &Outcome)> =
-        cases.iter().map(|c| c.label()).zip(&outcomes).collect();
-    let (n, text) = report::failures(&labelled);
-    assert!(n == 0, "{n} of {} cases failed:\n{text}", cases.len());
-    let fired = outcomes
+        cases.iter().map(Case::label).zip(outcomes.iter()).collect();
+    let (failed, list) = report::failures(&labelled);
+    out.push_str(&format!(
+        "{}\n{} cases in {:.1} s, {failed} failed",
+        report::LEGEND,
+        cases.len(),
+        elapsed.as_secs_f64()
+    ));
+    emit(&out);
+    let silent: Vec<String> = called_in_baseline()
+        .into_iter()
+        .filter(|import| {
+            cases.iter().zip(&outcomes).any(|(c, o)| {
+                &c.import == import
+                    && c.variant == Variant::Every
+                    && matches!(o, Outcome::NotCalled)
+            })
+        })
+        .collect();
+    assert!(
+        silent.is_empty(),
+        "the host's fault injection never fired for imports the baseline calls: {silent:?}"
+    );
+    assert!(
+        failed == 0,
+        "{failed} of {} fault cases failed (cases grouped by message, digits masked):\n{list}",
+        cases.len()
+    );
+}
+
+#[test]
+fn data_faults() {
+    let h = harness();
+    let mut cases = abi::data::cases();
+    cases.extend(abi::edges::cases());
+    let started = Instant::now();
+    let outcomes = report::parallel(&cases, |c| (c.run)(h));
+    let elapsed = started.elapsed();
+    let width = cases.iter().map(|c| c.name.len()).max().unwrap_or(0);
+    let mut out = String::from("abi data faults and odd callbacks: case → outcome\n");
+    for (c, o) in cases.iter().zip(&outcomes) {
+        out.push_str(&format!("{:width$}  {}\n", c.name, o.cell()));
+    }
+    let labelled: Vec<(String, &Outcome)> = cases
         .iter()
-        .filter(|o| !matches!(o, Outcome::NotCalled))
-        .count();
-    assert!(fired > cases.len() / 2, "most faults must reach a call");
-}
-
-/// One malformed answer of the host per row; each runs the whole lifecycle.
-#[test]
-fn malformed_host_data_is_survived_and_counted() {
-    let h = guest::harness();
-    let mut rows: Vec<(String, HostState, Scenario, bool)> = Vec::new();
-    let sc = Scenario::standard();
-    let mut add = |name: &str, f: &dyn Fn(&mut HostState, &mut Scenario), counted: bool| {
-        let (mut s, mut c) = (HostState::new(CONFIG.as_bytes()), sc.clone());
-        f(&mut s, &mut c);
-        rows.push((name.to_string(), s, c, counted));
-    };
-    let good = wire::serialize(&sc.request);
-    add(
-        "request map empty (0 pairs)",
-        &|s, _| s.data.request_pairs = Some(wire::serialize(&[])),
-        false,
-    );
-    add(
-        "request map truncated",
-        &|s, _| s.data.request_pairs = Some(good[..good.len() - 7].to_vec()),
-        true,
-    );
-    add(
-        "request map count lies",
-        &|s, _| {
-            let mut b = good.clone();
-            b[..4].copy_from_slice(&500u32.to_le_bytes());
-            s.data.request_pairs = Some(b)
-        },
-        true,
-    );
-    add(
-        "request map garbage",
-        &|s, _| s.data.request_pairs = Some(vec![0xff; 37]),
-        true,
-    );
-    add(
-        "request map size 0",
-        &|s, _| s.data.pairs_zero_size = true,
-        false,
-    );
-    add(
-        "request header value not UTF-8",
-        &|_, c| c.request.push((b"x-b3-traceid".to_vec(), vec![0xc3, 0x28])),
-        false,
-    );
-    add(
-        "answer with 0 headers (reset, timeout, overflow)",
-        // Envoy has no response header map for a failed call: reading it is BadArgument.
-        &|s, c| {
-            s.data.call_header_status = Some(2);
-            c.reply.num_headers = Some(0)
-        },
-        true,
-    );
-    add(
-        "0 headers but a body size",
-        &|s, c| {
-            s.data.call_header_status = Some(2);
-            c.reply.num_headers = Some(0);
-            c.reply.body_size = Some(4096)
-        },
-        true,
-    );
-    add(
-        ":status not a number",
-        &|_, c| c.reply.headers = wire::pairs(&[(":status", "2x2")]),
-        true,
-    );
-    add(
-        ":status not UTF-8",
-        &|_, c| c.reply.headers = vec![(b":status".to_vec(), vec![0xff, 0xfe])],
-        true,
-    );
-    add(
-        ":status missing",
-        &|_, c| c.reply.headers = wire::pairs(&[("server", "x")]),
-        true,
-    );
-    for status in [1, 2, 6, 10, 99] {
-        add(
-            &format!(":status read answers {status}"),
-            &move |s, _| s.data.call_header_status = Some(status),
-            true,
-        );
-    }
-    add(
-        "buffers oversized",
-        &|s, _| s.data.buffer_shape = BufferShape::Oversized(64),
-        false,
-    );
-    add(
-        "buffers truncated (config half read)",
-        &|s, _| s.data.buffer_shape = BufferShape::Truncated(50),
-        false,
-    );
-    add(
-        "allocator fails from the start",
-        &|s, _| s.data.alloc_fails_from = Some(Phase::Start),
-        false,
-    );
-    add(
-        "allocator fails once running",
-        &|s, _| s.data.alloc_fails_from = Some(Phase::Running),
-        true,
-    );
-    let mut problems = Vec::new();
-    for (name, state, sc, must_count) in rows {
-        let run = &lifecycle::run(h, &sc, state);
-        let mut p: Vec<String> = checks::trap(run).into_iter().collect();
-        p.extend(checks::common(run));
-        if run.configured == Some(true) {
-            p.extend(checks::accounting(run));
-        }
-        if must_count && run.configured == Some(true) && !checks::counted(&run.state) {
-            p.push(format!("not counted: {}", checks::counters(&run.state)));
-        }
-        let line = if p.is_empty() {
-            "ok".to_string()
-        } else {
-            p.join("; ")
-        };
-        report::emit(&format!("  {name}: {line}"));
-        if !p.is_empty() {
-            problems.push(format!("{name}: {line}"));
-        }
-    }
-    assert!(problems.is_empty(), "{}", problems.join("\n"));
-}
-
-/// Callbacks Envoy should never send, and a configuration that is not JSON.
-#[test]
-fn stray_callbacks_and_bad_configuration() {
-    let h = guest::harness();
-    let mut d = Driver::new(h, HostState::new(b"{not json"));
-    d.initialize().expect("initialize");
-    // Before any root exists: a tick, a log, an answer for contexts nobody created.
-    for (name, args) in [
-        ("proxy_on_tick", vec![ROOT]),
-        ("proxy_on_log", vec![999]),
-        ("proxy_on_done", vec![999]),
-        ("proxy_on_delete", vec![999]),
-        ("proxy_on_request_headers", vec![999, 3, 1]),
-        ("proxy_on_http_call_response", vec![ROOT, 42, 1, 0, 0]),
-    ] {
-        let r = d.guest.call(name, &args);
-        assert!(r.is_ok(), "{name}{args:?} trapped");
-    }
+        .map(|c| c.name.clone())
+        .zip(outcomes.iter())
+        .collect();
+    let (failed, list) = report::failures(&labelled);
+    out.push_str(&format!(
+        "{} cases in {:.1} s, {failed} failed",
+        cases.len(),
+        elapsed.as_secs_f64()
+    ));
+    emit(&out);
     assert!(
-        !d.start().expect("start"),
-        "a configuration that is not JSON is refused"
+        failed == 0,
+        "{failed} of {} data-fault cases failed:\n{list}",
+        cases.len()
     );
-    assert!(
-        checks::refusal_logged(d.guest.state()),
-        "the refusal names the configuration"
-    );
-    // A stream of the refused root, then an answer for a token never handed out.
-    d.stream(7, &Scenario::standard())
-        .expect("a stream of an unconfigured root");
-    let reply = Reply {
-        headers: wire::pairs(&[(":status", "202")]),
-        body: Vec::new(),
-        num_headers: None,
-        body_size: None,
-    };
-    d.answer(77, &reply)
-        .expect("an answer for an unknown token");
-    d.finish().expect("teardown");
-    let run = d.into_run();
-    assert!(checks::trap(&run).is_none());
-    assert_eq!(run.state.http_calls.len(), 0);
 }

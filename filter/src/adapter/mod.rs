@@ -363,11 +363,19 @@ impl SplitMix {
 
 /// An empty configuration (size 0) is `{}`'s defaults, as `config::parse` reads it; a configuration
 /// the host announced but cannot hand over is an error, not a silent default.
-fn read_configuration(size: usize) -> Result<Vec<u8>, HostError> {
+/// A short answer counts as unreadable too: parsing what arrived could start on defaults (an empty
+/// read) or on half a document.
+fn read_configuration(size: usize) -> Result<Vec<u8>, String> {
     if size == 0 {
         return Ok(Vec::new());
     }
-    host::buffer(BufferType::PluginConfiguration, size)?.ok_or(HostError(host::NOT_FOUND))
+    let raw = host::buffer(BufferType::PluginConfiguration, size)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| HostError(host::NOT_FOUND).to_string())?;
+    if raw.len() < size {
+        return Err(format!("host handed over {} of {size} bytes", raw.len()));
+    }
+    Ok(raw)
 }
 
 fn read_status(m: &Metrics) -> Answer {

@@ -138,17 +138,26 @@ impl Driver {
 
     /// Envoy's order: the root context, then vm_start, then configure. True when configured.
     pub fn start(&mut self) -> Result<bool, Stop> {
+        if !self.create_root()? {
+            return Ok(false);
+        }
+        self.configure()
+    }
+
+    /// The root context and vm_start; true when the VM started.
+    pub fn create_root(&mut self) -> Result<bool, Stop> {
         let state = self.guest.state();
         state.contexts.insert(ROOT as u32);
         state.effective_context = ROOT as u32;
         let vm_size = state.buffers[BUFFER_VM_CONFIGURATION].len() as i32;
-        let size = state.buffers[BUFFER_PLUGIN_CONFIGURATION].len() as i32;
         self.guest.call("proxy_on_context_create", &[ROOT, 0])?;
         let started = self.guest.call("proxy_on_vm_start", &[ROOT, vm_size])?;
         self.vm_started = Some(started.is_none_or(|v| v != 0));
-        if self.vm_started == Some(false) {
-            return Ok(false);
-        }
+        Ok(self.vm_started == Some(true))
+    }
+
+    pub fn configure(&mut self) -> Result<bool, Stop> {
+        let size = self.guest.state().buffers[BUFFER_PLUGIN_CONFIGURATION].len() as i32;
         let configured = self.guest.call("proxy_on_configure", &[ROOT, size])?;
         self.configured = Some(configured.is_none_or(|v| v != 0));
         self.guest.state().phase = Phase::Running;
@@ -162,7 +171,7 @@ impl Driver {
         Ok(())
     }
 
-    fn header_callback(&mut self, name: &'static str, args: &[i32]) -> Result<(), Stop> {
+    pub fn header_callback(&mut self, name: &'static str, args: &[i32]) -> Result<(), Stop> {
         if let Some(action) = self.guest.call(name, args)? {
             let args: Vec<String> = args.iter().map(i32::to_string).collect();
             self.actions

@@ -126,7 +126,8 @@ pub struct HostState {
     pub metric_names: Vec<String>,
     pub metric_values: BTreeMap<String, i64>,
     pub logs: Vec<LogLine>,
-    pub stdio: Vec<String>,
+    /// What the module wrote to stdout/stderr (std's panic fallback writes here in pieces).
+    pub stdio: String,
     pub http_calls: Vec<HttpCall>,
     pub clusters: Vec<String>,
     pub edits: Vec<Edit>,
@@ -161,7 +162,7 @@ impl HostState {
             metric_names: Vec::new(),
             metric_values: BTreeMap::new(),
             logs: Vec::new(),
-            stdio: Vec::new(),
+            stdio: String::new(),
             http_calls: Vec::new(),
             clusters: vec!["zipkin".to_string()],
             edits: Vec::new(),
@@ -264,12 +265,25 @@ impl HostState {
                 } else {
                     " (log call failed)"
                 };
-                format!("[{}]{lost} {}", level_name(l.level), l.text)
+                format!("[{}]{lost} {}", level_name(l.level), one_line(&l.text))
             })
-            .chain(self.stdio.iter().map(|s| format!("[stdio] {s}")))
+            .chain(
+                Some(self.stdio.trim())
+                    .filter(|s| !s.is_empty())
+                    .map(|s| format!("[stdio] {}", one_line(s))),
+            )
             .collect();
         lines.join("\n      ")
     }
+}
+
+/// Panic messages span lines ("panicked at file:line:col:\nmessage"); reports keep one per line.
+fn one_line(text: &str) -> String {
+    text.split('\n')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 pub fn level_name(level: i32) -> &'static str {
