@@ -5,30 +5,13 @@
 //! Modules are split so the pure parts (matchers, config patching, expectation evaluation, trace
 //! rendering) are unit-tested without Envoy.
 
-pub mod collectors;
-pub mod config;
-pub mod demo;
-pub mod envoy;
-pub mod expect;
-pub mod fault;
-pub mod http;
-pub mod httpd;
-pub mod istio;
-pub mod lds;
-pub mod load;
-pub mod matcher;
-pub mod normalize;
-pub mod oci;
-pub mod oci_cli;
-pub mod oci_e2e;
-pub mod repo;
+pub mod deploy;
+pub mod model;
+pub mod process;
 pub mod report;
-pub mod runner;
-pub mod scenario;
-pub mod spans;
-pub mod ui;
-pub mod upstream;
-pub mod validate;
+pub mod run;
+pub mod tools;
 
-pub use runner::{run_file, run_many, run_scenario, Outcome, Tools};
-pub use scenario::Scenario;
+pub use model::scenario::Scenario;
+pub use run::runner::{run_file, run_many, run_scenario, Outcome};
+pub use tools::Tools;

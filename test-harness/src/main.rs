@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use test_harness::{report, run_many, validate, Tools};
+use test_harness::deploy::validate;
+use test_harness::{report, run_many, Tools};
 
 const USAGE: &str = "usage:
   test-harness replay [OPTIONS] FILE|DIR...   replay scenario files (a DIR means its *.yaml)
@@ -102,11 +103,11 @@ fn absolute(p: PathBuf) -> PathBuf {
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     if let Some((cmd, rest)) = argv.split_first() {
-        if let Some(code) = test_harness::oci_cli::dispatch(cmd, rest) {
+        if let Some(code) = test_harness::deploy::oci_cli::dispatch(cmd, rest) {
             return code;
         }
     }
-    if let Some(code) = test_harness::istio::cli(&argv) {
+    if let Some(code) = test_harness::deploy::istio::cli(&argv) {
         return code;
     }
     let args = match parse_args() {
@@ -192,7 +193,8 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-        "demo" => match test_harness::demo::run_topology(&tools, &args.topology, args.hold) {
+        "demo" => match test_harness::report::demo::run_topology(&tools, &args.topology, args.hold)
+        {
             Ok(o) if o.passed() => ExitCode::SUCCESS,
             Ok(_) => ExitCode::FAILURE,
             Err(e) => {

@@ -6,7 +6,7 @@
 //! closes. Envoy keeps its upstream connections open, so under load (16 concurrent clients on two
 //! busy cores) a few requests waited for Envoy's 5 s route timeout and came back 504.
 
-use crate::upstream::RecordedRequest;
+use crate::model::observed::RecordedRequest;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -260,7 +260,8 @@ POST /x HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n2\r\n[{\r\n2;ext\r\n}]\r\n
              HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\n\
              HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nGET /c"
         );
-        let r = crate::http::send(&addr, "GET", "/d", &[], &[], Duration::from_secs(5)).unwrap();
+        let r =
+            crate::run::http::send(&addr, "GET", "/d", &[], &[], Duration::from_secs(5)).unwrap();
         assert_eq!((r.status, r.body_text().as_str()), (200, "GET /d"));
         drop(server);
     }

@@ -1,9 +1,10 @@
 //! Recording upstream HTTP servers (the "apps" behind each Envoy) and the fake Zipkin collector.
 
-use crate::fault::{CollectorServer, Shared};
-use crate::http;
-use crate::httpd::{write_reply, Handler, Server};
-use crate::scenario::{CollectorFault, CollectorSpec, UpstreamSpec};
+use crate::model::observed::{AppReport, ExportPost, RecordedRequest};
+use crate::model::scenario::{CollectorSpec, UpstreamSpec};
+use crate::run::fault::{CollectorServer, Shared};
+use crate::run::http;
+use crate::run::httpd::{write_reply, Handler, Server};
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::AtomicU64;
@@ -12,32 +13,6 @@ use std::time::Duration;
 
 /// Envoy name → listener address, filled in once the Envoys are up.
 pub type RouteTable = Arc<Mutex<HashMap<String, SocketAddr>>>;
-
-/// One request as an upstream or the collector saw it.
-#[derive(Debug, Clone, Default)]
-pub struct RecordedRequest {
-    pub method: String,
-    /// Path including the query string.
-    pub path: String,
-    /// Lower-cased header names, arrival order.
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-    /// Result of the call to the next hop (`next:`), if any.
-    pub next_result: Option<String>,
-    /// The SERVER span an instrumented app (`report_span`) reported for this request (None: not
-    /// instrumented, or the incoming context was not sampled).
-    pub report: Option<AppReport>,
-}
-
-/// A span an instrumented app reported to the real collector.
-#[derive(Debug, Clone)]
-pub struct AppReport {
-    pub trace_id: String,
-    pub span_id: String,
-    pub parent_id: String,
-    /// The collector's HTTP status, or the transport error.
-    pub status: Result<u16, String>,
-}
 
 /// The trace context of an incoming request: x-b3-* first, then `b3`, then W3C `traceparent`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,36 +164,6 @@ fn now_us() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
         .unwrap_or_default()
-}
-
-impl RecordedRequest {
-    /// The header's value; several occurrences are joined with ",". The pseudo-headers `:path`
-    /// (path and query) and `:method` read the request line.
-    pub fn header(&self, name: &str) -> Option<String> {
-        match name {
-            ":path" => return Some(self.path.clone()),
-            ":method" => return Some(self.method.clone()),
-            _ => {}
-        }
-        let name = name.to_ascii_lowercase();
-        let vals: Vec<&str> = self
-            .headers
-            .iter()
-            .filter(|(k, _)| *k == name)
-            .map(|(_, v)| v.as_str())
-            .collect();
-        if vals.is_empty() {
-            None
-        } else {
-            Some(vals.join(","))
-        }
-    }
-
-    /// True when the request carries a sampled (or debug) B3 decision.
-    pub fn sampled(&self) -> bool {
-        self.header("x-b3-sampled").as_deref() == Some("1")
-            || self.header("x-b3-flags").as_deref() == Some("1")
-    }
 }
 
 /// A port nothing listens on, reserved for as long as the value lives: the socket is bound but
@@ -489,20 +434,6 @@ fn respond_for(spec: &UpstreamSpec, path_only: &str) -> (u16, Vec<(String, Strin
     )
 }
 
-/// One POST (or other request) the collector received.
-#[derive(Debug, Clone)]
-pub struct ExportPost {
-    /// The Envoy whose `zipkin` cluster points at the endpoint that received it.
-    pub envoy: String,
-    pub request: RecordedRequest,
-    /// The parsed span array, or why it could not be parsed.
-    pub spans: Result<Vec<serde_json::Value>, String>,
-    /// How the collector failed this export instead of answering it (`collector.fault`).
-    pub fault: Option<CollectorFault>,
-    /// The status the collector answers when it does not fail the export.
-    pub status: u16,
-}
-
 /// The fake Zipkin collector: one listening endpoint per Envoy (so every span can be attributed to
 /// the Envoy that exported it), one shared record.
 pub struct Collector {
@@ -533,7 +464,7 @@ impl Collector {
 
     /// A new endpoint for `envoy`, or a closed port when the collector is down.
     pub fn endpoint_for(&mut self, envoy: &str) -> Result<SocketAddr, String> {
-        if self.spec.mode == crate::scenario::CollectorMode::Down {
+        if self.spec.mode == crate::model::scenario::CollectorMode::Down {
             let port = closed_port().map_err(|e| e.to_string())?;
             let addr = port.addr;
             self.closed.push(port);
@@ -564,10 +495,12 @@ pub fn parse_spans(body: &[u8]) -> Result<Vec<serde_json::Value>, String> {
         serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
     match v {
         serde_json::Value::Array(a) => Ok(a),
-        other if crate::normalize::is_otlp(&other) => crate::normalize::otlp_to_zipkin(&other),
+        other if crate::model::normalize::is_otlp(&other) => {
+            crate::model::normalize::otlp_to_zipkin(&other)
+        }
         other => Err(format!(
             "body is neither a JSON array of spans nor an OTLP JSON body: {}",
-            crate::spans::truncate(&other.to_string(), 120)
+            crate::model::spans::truncate(&other.to_string(), 120)
         )),
     }
 }

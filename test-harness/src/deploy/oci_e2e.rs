@@ -3,7 +3,7 @@
 //! `crane push`, pull back with crane and with the system `tar`, and check media types, digests and
 //! that `plugin.wasm` is byte-identical to the module.
 
-use crate::oci::{self, Manifest, Reference, Variant};
+use crate::deploy::oci::{self, Manifest, Reference, Variant};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -46,7 +46,7 @@ impl Registry {
                     last = format!("crane registry serve on {} exited: {st}", reg.addr);
                     break;
                 }
-                match crate::http::get(&reg.addr, "/v2/", Duration::from_secs(2)) {
+                match crate::run::http::get(&reg.addr, "/v2/", Duration::from_secs(2)) {
                     Ok((200, _)) => return Ok(reg),
                     Ok((s, b)) => last = format!("GET /v2/ answered {s}: {b}"),
                     Err(e) => last = e,

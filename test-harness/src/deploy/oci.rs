@@ -405,11 +405,11 @@ impl std::fmt::Display for Reference {
 /// the manifest by PUT. Returns the digest the registry reports for the manifest. Meant for local
 /// registries (tests, `localhost`); for TLS or authenticated registries use `crane push`.
 pub fn push_http(img: &Image, r: &Reference) -> Result<String, String> {
-    use crate::http::send;
+    use crate::run::http::send;
     let t = std::time::Duration::from_secs(60);
     let addr = r.registry.as_str();
     let repo = &r.repository;
-    let ctx = |what: &str, resp: &crate::http::Response| {
+    let ctx = |what: &str, resp: &crate::run::http::Response| {
         format!(
             "{what}: HTTP {} {}",
             resp.status,

@@ -1,9 +1,9 @@
 //! Evaluation of a scenario's `expect:` block against what was observed. Pure: no I/O.
 
-use crate::matcher::{Matcher, RefResolver};
-use crate::scenario::{CollectedExpect, Expect, RequestSel, SpanMatcher, SpansExpect};
-use crate::spans::{truncate, Span};
-use crate::upstream::{ExportPost, RecordedRequest};
+use crate::model::matcher::{Matcher, RefResolver};
+use crate::model::observed::{ExportPost, RecordedRequest};
+use crate::model::scenario::{CollectedExpect, Expect, RequestSel, SpanMatcher, SpansExpect};
+use crate::model::spans::{truncate, Span};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// One expectation result line.
@@ -65,7 +65,7 @@ pub struct Observations {
     /// The most export requests the collector held open at one time.
     pub collector_max_concurrent: u64,
     /// The fake collector's fault mode, if it has one.
-    pub collector_fault: Option<crate::scenario::CollectorFault>,
+    pub collector_fault: Option<crate::model::scenario::CollectorFault>,
     /// What a real collector stored (`real_collector:` scenarios).
     pub collected: Option<Collected>,
 }
@@ -192,7 +192,7 @@ pub fn evaluate(expect: &Expect, obs: &Observations) -> Vec<Check> {
     builtin(obs, &mut out);
     no_crash(&expect.trapped, obs, &mut out);
     upstream_checks(expect, obs, &mut out);
-    out.extend(crate::fault::fault_checks(
+    out.extend(crate::run::fault::fault_checks(
         expect.collector_requests.as_ref(),
         obs,
     ));
@@ -1023,7 +1023,7 @@ fn collected_checks(
         format!("built-in: {kind} accepted every export request (export_requests_failed = spans_dropped = 0)"),
         bad.join("; "),
     ));
-    let reports: Vec<(String, usize, &crate::upstream::AppReport)> = obs
+    let reports: Vec<(String, usize, &crate::model::observed::AppReport)> = obs
         .upstreams
         .iter()
         .flat_map(|(u, rs)| {
@@ -1254,7 +1254,7 @@ fn closest_mismatch(m: &SpanMatcher, spans: &[Span], refs: &dyn RefResolver) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::Scenario;
+    use crate::model::scenario::Scenario;
     use serde_json::json;
 
     fn req(h: &[(&str, &str)]) -> RecordedRequest {

@@ -272,7 +272,7 @@ mod tests {
         let repo = if repo.join("envoy/gateway.yaml").exists() {
             repo
         } else {
-            crate::repo::find_repo_root().unwrap()
+            crate::tools::find_repo_root().unwrap()
         };
         load_shipped(&repo, file).unwrap()
     }

@@ -12,9 +12,9 @@
 //! - `config-dump`: starts a real Envoy (func-e) with a shipped config, optionally with native
 //!   tracing added, and prints its `/config_dump` (the fixture of the `tracing-check` tests).
 
-use crate::config::{load_shipped, patch_config, Patch, PluginConfig};
-use crate::envoy::{EnvoyProcess, Launch, StartOutcome};
-use crate::runner::Tools;
+use crate::run::config::{load_shipped, patch_config, Patch, PluginConfig};
+use crate::run::envoy::{EnvoyProcess, Launch, StartOutcome};
+use crate::tools::Tools;
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
 use std::path::{Path, PathBuf};
@@ -669,7 +669,7 @@ fn envoy_validate(
     let path = dir.join(format!("{name}.yaml"));
     let text = serde_yaml::to_string(doc).map_err(|e| e.to_string())?;
     std::fs::write(&path, text).map_err(|e| e.to_string())?;
-    let v = crate::validate::validate_file(&path, tools);
+    let v = crate::deploy::validate::validate_file(&path, tools);
     if v.ok || expect_fail {
         let _ = std::fs::remove_file(&path);
         let _ = std::fs::remove_dir(&dir);
@@ -928,7 +928,7 @@ pub fn live_config_dump(tools: &Tools, file: &Path, native_tracing: bool) -> Res
     let dir = tools.repo.join(".harness-runs").join(format!(
         "config-dump-{stem}-{}-{}",
         std::process::id(),
-        crate::envoy::next_base_id()
+        crate::run::envoy::next_base_id()
     ));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let cfg = dir.join("envoy.yaml");
@@ -951,7 +951,7 @@ pub fn live_config_dump(tools: &Tools, file: &Path, native_tracing: bool) -> Res
     let result = match p.wait_ready(Duration::from_secs(30)) {
         StartOutcome::Ready => {
             let admin = p.admin.clone().ok_or("admin address unknown")?;
-            match crate::http::get(&admin, "/config_dump", Duration::from_secs(5)) {
+            match crate::run::http::get(&admin, "/config_dump", Duration::from_secs(5)) {
                 Ok((200, body)) => {
                     serde_json::from_str(&body).map_err(|e| format!("/config_dump: {e}"))
                 }
@@ -1634,7 +1634,7 @@ spec:
 
     #[test]
     fn renders_envoyfilter_patch_before_router() {
-        let repo = crate::repo::find_repo_root().unwrap();
+        let repo = crate::tools::find_repo_root().unwrap();
         let text = std::fs::read_to_string(repo.join("istio/envoyfilter.yaml")).unwrap();
         let docs = yaml_docs(&text).unwrap();
         let mut contexts = Vec::new();

@@ -1,4 +1,4 @@
-//! Normalizes spans from other encodings into the Zipkin v2 JSON shape that [`crate::spans::Span`]
+//! Normalizes spans from other encodings into the Zipkin v2 JSON shape that [`crate::model::spans::Span`]
 //! reads: `{traceId, id, parentId, kind, name, timestamp (µs), duration (µs),
 //! localEndpoint: {serviceName}, tags: {k: "v"}}`.
 //!

@@ -4,11 +4,11 @@
 //! Each collector runs in its own process group, registered with the harness's interrupt handler
 //! (see `envoy.rs`), and binds only 127.0.0.1.
 
-use crate::envoy::{register_group, signal_group, unregister_group};
-use crate::expect::IngestStats;
-use crate::http;
-use crate::normalize::jaeger_trace_to_zipkin;
-use crate::scenario::RealCollectorKind;
+use crate::model::expect::IngestStats;
+use crate::model::normalize::jaeger_trace_to_zipkin;
+use crate::model::scenario::RealCollectorKind;
+use crate::run::envoy::{register_group, signal_group, unregister_group};
+use crate::run::http;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -309,7 +309,7 @@ impl RealCollector {
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(n)..]
             .iter()
-            .map(|l| crate::spans::truncate(l, 300))
+            .map(|l| crate::model::spans::truncate(l, 300))
             .collect::<Vec<_>>()
             .join("\n")
     }
@@ -359,7 +359,7 @@ impl RealCollector {
             (s, body) => Err(format!(
                 "{} {path}: HTTP {s}: {}",
                 self.kind.name(),
-                crate::spans::truncate(body.trim(), 200)
+                crate::model::spans::truncate(body.trim(), 200)
             )),
         }
     }

@@ -1,7 +1,9 @@
 //! Human-readable scenario reports.
 
-use crate::runner::Outcome;
-use crate::spans::render_traces;
+pub mod demo;
+
+use crate::model::spans::render_traces;
+use crate::run::runner::Outcome;
 
 /// Maximum number of traces drawn per scenario (large statistical runs are summarised).
 pub const MAX_TRACES_SHOWN: usize = 12;
@@ -61,7 +63,7 @@ fn render_trace_section(o: &Outcome) -> String {
     }
 }
 
-fn trace_section(spans: &[crate::spans::Span], what: &str) -> String {
+fn trace_section(spans: &[crate::model::spans::Span], what: &str) -> String {
     if spans.is_empty() {
         return format!("   traces: none {what}\n");
     }
@@ -121,8 +123,8 @@ pub fn summary(outcomes: &[Outcome]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::expect::Check;
-    use crate::spans::Span;
+    use crate::model::expect::Check;
+    use crate::model::spans::Span;
     use serde_json::json;
     use std::collections::BTreeMap;
     use std::time::Duration;

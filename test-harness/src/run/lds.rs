@@ -6,7 +6,7 @@
 //! that directory, so a reload writes the new response next to it and renames it into place: Envoy
 //! never sees a half-written file.
 
-use crate::envoy::EnvoyProcess;
+use crate::run::envoy::EnvoyProcess;
 use serde_yaml::{Mapping, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,19 +1,21 @@
 //! `test-harness demo`: the demo topology, a few requests, the resulting traces, and pointers.
 
-use crate::collectors::trace_links;
-use crate::envoy::hold_until_interrupt;
-use crate::expect::metric_value;
-use crate::runner::{run_scenario, Live, Outcome, Tools};
-use crate::scenario::Scenario;
-use crate::spans::render_traces;
+use crate::model::expect::metric_value;
+use crate::model::scenario::Scenario;
+use crate::model::spans::render_traces;
+use crate::run::collectors::trace_links;
+use crate::run::envoy::hold_until_interrupt;
+use crate::run::runner::{run_scenario, Live, Outcome};
+use crate::tools::Tools;
 use std::collections::BTreeSet;
 
 /// The basic demo topology (also replayable as a scenario file: test-harness/demo/demo.yaml).
-pub const DEMO_YAML: &str = include_str!("../demo/demo.yaml");
+pub const DEMO_YAML: &str = include_str!("../../demo/demo.yaml");
 /// Seed topology a: Istio ingress gateway → sidecar → app, traces in a real Jaeger.
-pub const TOPOLOGY_A_YAML: &str = include_str!("../scenarios/200-topology-a-istio-jaeger.yaml");
+pub const TOPOLOGY_A_YAML: &str = include_str!("../../scenarios/200-topology-a-istio-jaeger.yaml");
 /// Seed topology b: Linkerd-style outbound/inbound proxies, traces in a real Zipkin.
-pub const TOPOLOGY_B_YAML: &str = include_str!("../scenarios/210-topology-b-linkerd-zipkin.yaml");
+pub const TOPOLOGY_B_YAML: &str =
+    include_str!("../../scenarios/210-topology-b-linkerd-zipkin.yaml");
 
 /// The names `demo --topology` accepts.
 pub const TOPOLOGIES: [&str; 3] = ["a", "b", "basic"];
@@ -67,10 +69,10 @@ pub fn run_topology(tools: &Tools, topology: &str, hold: bool) -> Result<Outcome
                 }
             }
             match k {
-                crate::scenario::RealCollectorKind::Zipkin => {
+                crate::model::scenario::RealCollectorKind::Zipkin => {
                     println!("  http://{q}/zipkin/   (Zipkin UI: search, dependencies)")
                 }
-                crate::scenario::RealCollectorKind::Jaeger => println!(
+                crate::model::scenario::RealCollectorKind::Jaeger => println!(
                     "  http://{q}/api/services   (Jaeger's UI is a placeholder page: this jaeger binary has no UI build)"
                 ),
             }

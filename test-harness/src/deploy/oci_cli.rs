@@ -1,8 +1,8 @@
 //! CLI for the OCI image commands: `image`, `push`, `image-test` (parsed here so `main.rs` only
 //! dispatches to it).
 
-use crate::oci::{self, Reference, Variant};
-use crate::repo;
+use crate::deploy::oci::{self, Reference, Variant};
+use crate::tools;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
@@ -71,7 +71,7 @@ pub fn artifact_dir(image_dir: &Path) -> PathBuf {
 }
 
 fn image(o: &Opts, root: &Path) -> Result<(), String> {
-    let wasm_path = o.wasm.clone().unwrap_or_else(|| repo::default_wasm(root));
+    let wasm_path = o.wasm.clone().unwrap_or_else(|| tools::default_wasm(root));
     let wasm = std::fs::read(&wasm_path).map_err(|e| format!("{}: {e}", wasm_path.display()))?;
     if !wasm.starts_with(b"\0asm") {
         return Err(format!("{} is not a Wasm module", wasm_path.display()));
@@ -160,7 +160,7 @@ fn push(o: &Opts, root: &Path) -> Result<(), String> {
 }
 
 fn image_test(o: &Opts, root: &Path) -> Result<(), String> {
-    let wasm = o.wasm.clone().unwrap_or_else(|| repo::default_wasm(root));
+    let wasm = o.wasm.clone().unwrap_or_else(|| tools::default_wasm(root));
     let crane = o
         .crane
         .clone()
@@ -168,7 +168,7 @@ fn image_test(o: &Opts, root: &Path) -> Result<(), String> {
     let work = root
         .join(".harness-runs")
         .join(format!("image-test-{}", std::process::id()));
-    crate::oci_e2e::run_image_test(&wasm, &crane, &work, &mut |l| println!("{l}"))
+    crate::deploy::oci_e2e::run_image_test(&wasm, &crane, &work, &mut |l| println!("{l}"))
 }
 
 /// Runs `cmd` if it is one of this module's commands; `None` otherwise.
@@ -193,7 +193,7 @@ pub fn dispatch(cmd: &str, args: &[String]) -> Option<ExitCode> {
         eprintln!("error: {cmd} takes no positional arguments\n\nusage:\n{USAGE}");
         return Some(ExitCode::from(2));
     }
-    let root = match repo::find_repo_root() {
+    let root = match tools::find_repo_root() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");

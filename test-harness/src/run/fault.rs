@@ -5,10 +5,11 @@
 //!
 //! Also holds the pure checks that only make sense with a fault mode.
 
-use crate::expect::{metric_value, Check, Observations};
-use crate::httpd::{write_reply, Handler, Server};
-use crate::scenario::{CollectorExpect, CollectorFault, CollectorSpec};
-use crate::upstream::{parse_spans, ExportPost};
+use crate::model::expect::{metric_value, Check, Observations};
+use crate::model::observed::ExportPost;
+use crate::model::scenario::{CollectorExpect, CollectorFault, CollectorSpec};
+use crate::run::httpd::{write_reply, Handler, Server};
+use crate::run::upstream::parse_spans;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
@@ -70,7 +71,7 @@ impl CollectorServer {
 
 impl Endpoint {
     /// Records one export request, then answers it or fails it; false ends the connection.
-    fn handle(&self, rec: crate::upstream::RecordedRequest, stream: &mut TcpStream) -> bool {
+    fn handle(&self, rec: crate::model::observed::RecordedRequest, stream: &mut TcpStream) -> bool {
         let n = self.shared.seen.fetch_add(1, Ordering::SeqCst) + 1;
         let fault = self.fault.filter(|_| n.is_multiple_of(self.every));
         {
@@ -242,7 +243,7 @@ mod tests {
     fn post(fault: Option<CollectorFault>, status: u16, spans: usize) -> ExportPost {
         ExportPost {
             envoy: "gw".into(),
-            request: crate::upstream::RecordedRequest::default(),
+            request: crate::model::observed::RecordedRequest::default(),
             spans: Ok(vec![serde_json::json!({}); spans]),
             fault,
             status,
@@ -264,7 +265,7 @@ mod tests {
             [("wasmcustom.meshtrace_spans_exported".to_string(), 3)].into(),
         );
         let want = CollectorExpect {
-            faulted: Some(crate::scenario::CountSpec::Exact(1)),
+            faulted: Some(crate::model::scenario::CountSpec::Exact(1)),
             ..Default::default()
         };
         let checks = fault_checks(Some(&want), &obs);

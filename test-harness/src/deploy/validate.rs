@@ -1,8 +1,8 @@
 //! `test-harness validate FILE...`: `envoy --mode validate` on Envoy configs, with the wasm path
 //! rewritten to an absolute, existing file.
 
-use crate::config::set_wasm_path;
-use crate::runner::Tools;
+use crate::run::config::set_wasm_path;
+use crate::tools::Tools;
 use std::path::Path;
 use std::process::Command;
 
@@ -35,7 +35,7 @@ fn validate_inner(path: &Path, tools: &Tools) -> Result<String, String> {
     let dir = tools.repo.join(".harness-runs").join(format!(
         "validate-{}-{}",
         std::process::id(),
-        crate::envoy::next_base_id()
+        crate::run::envoy::next_base_id()
     ));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let file_name = path
@@ -58,7 +58,7 @@ fn validate_inner(path: &Path, tools: &Tools) -> Result<String, String> {
         .arg("-c")
         .arg(&tmp)
         .arg("--base-id")
-        .arg(crate::envoy::next_base_id().to_string())
+        .arg(crate::run::envoy::next_base_id().to_string())
         .arg("--disable-hot-restart")
         .current_dir(&dir)
         .output()

@@ -2,10 +2,10 @@
 //! `concurrency` client threads, a client that gives up (`abort_after_ms`), a wait for the fake
 //! collector's faults (`after_collector_faults`) and a listener reload part-way (`reload`).
 
-use crate::expect::Check;
-use crate::http;
-use crate::scenario::{ReloadSpec, RequestSpec, Scenario};
-use crate::upstream::{RouteTable, UpstreamServer};
+use crate::model::expect::Check;
+use crate::model::scenario::{ReloadSpec, RequestSpec, Scenario};
+use crate::run::http;
+use crate::run::upstream::{RouteTable, UpstreamServer};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};

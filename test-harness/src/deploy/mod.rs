@@ -1,0 +1,9 @@
+//! Release tooling and operator checks, not the scenario engine: the OCI image (build, push,
+//! registry round trip), `envoy --mode validate` on the shipped configs, and Istio manifest
+//! validation, config dumps and the tracing check.
+
+pub mod istio;
+pub mod oci;
+pub mod oci_cli;
+pub mod oci_e2e;
+pub mod validate;

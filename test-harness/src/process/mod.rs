@@ -1,0 +1,1 @@
+//! Process supervision: every child the harness starts.
