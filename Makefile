@@ -123,9 +123,10 @@ validate: tools build
 fixtures: $(TARGETS_STAMP)
 	cargo build -q -p trap-fixture --release --target wasm32-wasip1
 
-# All harness scenarios through real Envoy (func-e + the built module).
+# All harness scenarios through real Envoy (func-e + the built module), one test each, one at a time
+# (`cargo test -p test-harness --test scenarios -- 080` runs one; a failure prints its full report).
 scenarios: tools build fixtures
-	cargo run -q -p test-harness -- replay --envoy "$(ENVOY)" test-harness/scenarios/*.yaml
+	ENVOY_PATH="$(ENVOY)" cargo test -q -p test-harness --test scenarios -- --test-threads 1
 
 # Reproducible OCI image layouts: dist/oci (tar+gzip layer holding plugin.wasm) and dist/oci-artifact
 # (the two-layer Wasm artifact). Prints the digest a WasmPlugin's sha256 must carry.
