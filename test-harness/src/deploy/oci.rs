@@ -27,6 +27,9 @@ use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+// The registry client used to live here; callers still name it through this module.
+pub use crate::deploy::registry::{push_http, Reference};
+
 pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
 pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
@@ -179,8 +182,8 @@ impl Image {
     }
 }
 
-fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
-    serde_json::to_vec(v).expect("serialising plain data cannot fail")
+fn to_json<T: Serialize>(v: &T) -> Result<Vec<u8>, String> {
+    serde_json::to_vec(v).map_err(|e| format!("cannot serialise OCI JSON: {e}"))
 }
 
 /// Builds the image of `wasm` in the given shape. Pure: the same inputs give the same bytes.
@@ -200,13 +203,13 @@ pub fn build(wasm: &[u8], variant: Variant) -> Result<Image, String> {
                 "rootfs": {"diff_ids": [digest_of(&tar)], "type": "layers"},
             });
             (
-                (CONFIG_MEDIA_TYPE, to_json(&config)),
+                (CONFIG_MEDIA_TYPE, to_json(&config)?),
                 vec![(LAYER_MEDIA_TYPE, layer)],
             )
         }
         Variant::Artifact => {
             let config = serde_json::json!({"created": CREATED});
-            let config = to_json(&config);
+            let config = to_json(&config)?;
             // Istio's agent identifies the two layers by media type; the manifest's config is the
             // same small JSON under the Wasm config media type.
             (
@@ -233,7 +236,7 @@ pub fn build(wasm: &[u8], variant: Variant) -> Result<Image, String> {
         media_type: MANIFEST_MEDIA_TYPE.to_string(),
         config: config_desc,
         layers: layer_descs,
-    });
+    })?;
     let manifest_digest = digest_of(&manifest);
     Ok(Image {
         variant,
@@ -287,7 +290,7 @@ pub fn write_layout(img: &Image, dir: &Path, tag: &str) -> Result<(), String> {
         "mediaType": INDEX_MEDIA_TYPE,
         "schemaVersion": 2,
     });
-    write(dir.join("index.json"), &to_json(&index))
+    write(dir.join("index.json"), &to_json(&index)?)
 }
 
 /// Reads back the single image of a layout written by [`write_layout`] (or any layout whose
@@ -340,146 +343,6 @@ pub fn read_layout(dir: &Path) -> Result<Image, String> {
         manifest_digest: desc.digest.clone(),
     })
 }
-
-/// A parsed `host[:port]/repo[:tag|@sha256:...]` reference.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reference {
-    pub registry: String,
-    pub repository: String,
-    /// A tag or a `sha256:` digest.
-    pub reference: String,
-}
-
-impl Reference {
-    pub fn parse(s: &str) -> Result<Reference, String> {
-        let s = s.strip_prefix("oci://").unwrap_or(s);
-        let (registry, rest) = s
-            .split_once('/')
-            .filter(|(r, rest)| !r.is_empty() && !rest.is_empty())
-            .ok_or_else(|| format!("{s:?} is not host[:port]/repository[:tag]"))?;
-        let (repository, reference) = if let Some((repo, d)) = rest.split_once('@') {
-            (repo, d.to_string())
-        } else {
-            match rest.rsplit_once(':') {
-                Some((repo, tag)) if !tag.contains('/') => (repo, tag.to_string()),
-                _ => (rest, "latest".to_string()),
-            }
-        };
-        if repository.is_empty() || reference.is_empty() {
-            return Err(format!("{s:?} has an empty repository or tag"));
-        }
-        Ok(Reference {
-            registry: registry.to_string(),
-            repository: repository.to_string(),
-            reference,
-        })
-    }
-
-    /// Loopback registries (`localhost`, `127.x.x.x`, `[::1]`) are spoken to over plain HTTP.
-    pub fn is_loopback(&self) -> bool {
-        let host = match self.registry.rsplit_once(':') {
-            Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h,
-            _ => self.registry.as_str(),
-        };
-        host == "localhost" || host.starts_with("127.") || host == "[::1]"
-    }
-}
-
-impl std::fmt::Display for Reference {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let sep = if self.reference.starts_with("sha256:") {
-            '@'
-        } else {
-            ':'
-        };
-        write!(
-            f,
-            "{}/{}{sep}{}",
-            self.registry, self.repository, self.reference
-        )
-    }
-}
-
-/// Pushes `img` to a registry over the OCI distribution API on plain HTTP, without
-/// authentication: each missing blob by a monolithic upload (POST, then PUT with `?digest=`), then
-/// the manifest by PUT. Returns the digest the registry reports for the manifest. Meant for local
-/// registries (tests, `localhost`); for TLS or authenticated registries use `crane push`.
-pub fn push_http(img: &Image, r: &Reference) -> Result<String, String> {
-    use crate::run::http::send;
-    let t = std::time::Duration::from_secs(60);
-    let addr = r.registry.as_str();
-    let repo = &r.repository;
-    let ctx = |what: &str, resp: &crate::run::http::Response| {
-        format!(
-            "{what}: HTTP {} {}",
-            resp.status,
-            resp.body_text().chars().take(500).collect::<String>()
-        )
-    };
-    for (digest, data) in &img.blobs {
-        let head = send(
-            addr,
-            "HEAD",
-            &format!("/v2/{repo}/blobs/{digest}"),
-            &[],
-            &[],
-            t,
-        )?;
-        if head.status == 200 {
-            continue;
-        }
-        let start = send(
-            addr,
-            "POST",
-            &format!("/v2/{repo}/blobs/uploads/"),
-            &[],
-            &[],
-            t,
-        )?;
-        if start.status != 202 {
-            return Err(ctx(&format!("starting the upload of {digest}"), &start));
-        }
-        let loc = start
-            .header("location")
-            .ok_or("upload start without a Location header")?;
-        // The Location may be absolute (http://host/...) or a path.
-        let path = match loc.split_once("://") {
-            Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]).to_string(),
-            None => loc.to_string(),
-        };
-        let sep = if path.contains('?') { '&' } else { '?' };
-        let put = send(
-            addr,
-            "PUT",
-            &format!("{path}{sep}digest={digest}"),
-            &[(
-                "Content-Type".to_string(),
-                "application/octet-stream".to_string(),
-            )],
-            data,
-            t,
-        )?;
-        if put.status != 201 {
-            return Err(ctx(&format!("uploading {digest}"), &put));
-        }
-    }
-    let put = send(
-        addr,
-        "PUT",
-        &format!("/v2/{repo}/manifests/{}", r.reference),
-        &[("Content-Type".to_string(), MANIFEST_MEDIA_TYPE.to_string())],
-        &img.manifest,
-        t,
-    )?;
-    if put.status != 201 {
-        return Err(ctx("putting the manifest", &put));
-    }
-    Ok(put
-        .header("docker-content-digest")
-        .unwrap_or(&img.manifest_digest)
-        .to_string())
-}
-
 /// Lists the members of a tar archive as (name, typeflag, data). Only what the tests need: ustar
 /// headers, no PAX/GNU long names (they are reported as members named by their header).
 pub fn tar_members(tar: &[u8]) -> Result<Vec<(String, u8, Vec<u8>)>, String> {
@@ -687,31 +550,5 @@ mod tests {
         let foreign = dir.join("blobs");
         assert!(write_layout(&img, &foreign, "x").is_err());
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn parses_references() {
-        let r = Reference::parse("127.0.0.1:5000/meshtrace:v1").unwrap();
-        assert_eq!(
-            (
-                r.registry.as_str(),
-                r.repository.as_str(),
-                r.reference.as_str()
-            ),
-            ("127.0.0.1:5000", "meshtrace", "v1")
-        );
-        assert!(r.is_loopback());
-        assert_eq!(r.to_string(), "127.0.0.1:5000/meshtrace:v1");
-        let r = Reference::parse("oci://ghcr.io/org/team/meshtrace").unwrap();
-        assert_eq!(r.repository, "org/team/meshtrace");
-        assert_eq!(r.reference, "latest");
-        assert!(!r.is_loopback());
-        let r = Reference::parse("localhost:5000/a/b@sha256:abc").unwrap();
-        assert_eq!(
-            (r.repository.as_str(), r.reference.as_str()),
-            ("a/b", "sha256:abc")
-        );
-        assert!(r.is_loopback());
-        assert!(Reference::parse("meshtrace").is_err());
     }
 }

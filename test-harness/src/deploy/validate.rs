@@ -5,6 +5,7 @@ use crate::run::config::set_wasm_path;
 use crate::tools::Tools;
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 #[derive(Debug)]
 pub struct Validation {
@@ -52,16 +53,17 @@ fn validate_inner(path: &Path, tools: &Tools) -> Result<String, String> {
         .envoy
         .clone()
         .ok_or("no Envoy binary (set ENVOY_PATH or pass --envoy)")?;
-    let out = Command::new(&envoy)
-        .arg("--mode")
+    let mut cmd = Command::new(&envoy);
+    cmd.arg("--mode")
         .arg("validate")
         .arg("-c")
         .arg(&tmp)
         .arg("--base-id")
         .arg(crate::run::envoy::next_base_id().to_string())
         .arg("--disable-hot-restart")
-        .current_dir(&dir)
-        .output()
+        .current_dir(&dir);
+    // Validation takes a second or two; the bound only matters for a hung Envoy.
+    let out = crate::process::output(&mut cmd, Duration::from_secs(120))
         .map_err(|e| format!("cannot run {}: {e}", envoy.display()))?;
     let _ = std::fs::remove_dir_all(&dir);
     let mut all = String::from_utf8_lossy(&out.stdout).into_owned();

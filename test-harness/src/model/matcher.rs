@@ -300,6 +300,41 @@ impl Matcher {
     }
 }
 
+/// A regex written in a scenario, compiled when the scenario is loaded so a bad one fails there,
+/// naming it, and is not recompiled at every check.
+#[derive(Debug, Clone)]
+pub struct Pattern(Regex);
+
+impl Pattern {
+    pub fn new(text: &str) -> Result<Pattern, String> {
+        Regex::new(text)
+            .map(Pattern)
+            .map_err(|e| format!("bad regex {text:?}: {e}"))
+    }
+
+    pub fn is_match(&self, haystack: &str) -> bool {
+        self.0.is_match(haystack)
+    }
+
+    /// The regex as the scenario wrote it.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl fmt::Display for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Pattern {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Pattern::new(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Why a value did not match.
 enum Fail {
     Mismatch(String),
@@ -429,5 +464,16 @@ mod tests {
             let v: Value = serde_yaml::from_str(bad).unwrap();
             assert!(Matcher::parse(&v).is_err(), "{bad} should not parse");
         }
+    }
+
+    #[test]
+    fn patterns_compile_once_and_name_a_bad_regex() {
+        let p: Pattern = serde_yaml::from_str("'^listener\\.'").unwrap();
+        assert!(p.is_match("listener.http") && !p.is_match("xlistener"));
+        assert_eq!(p.to_string(), "^listener\\.");
+        let e = serde_yaml::from_str::<Pattern>("'(x'")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bad regex \"(x\""), "{e}");
     }
 }

@@ -1,24 +1,24 @@
 //! Real collectors (Jaeger v2, Zipkin server) started per scenario: process lifecycle, ports,
 //! readiness, and reading back what they stored through their query APIs.
 //!
-//! Each collector runs in its own process group, registered with the harness's interrupt handler
-//! (see `envoy.rs`), and binds only 127.0.0.1.
+//! Each collector is a supervised child (`crate::process`: its own process group, stopped on
+//! interrupt), and binds only 127.0.0.1, on ports from `crate::process::ports`.
 
 use crate::model::expect::IngestStats;
 use crate::model::normalize::jaeger_trace_to_zipkin;
 use crate::model::scenario::RealCollectorKind;
-use crate::run::envoy::{register_group, signal_group, unregister_group};
+use crate::process::ports::free_ports;
+use crate::process::Supervised;
 use crate::run::http;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::net::{SocketAddr, TcpListener};
-use std::os::unix::process::CommandExt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-/// Where the collector binaries are.
+/// Where the collector binaries are (resolved by `crate::tools::Paths`).
 #[derive(Debug, Clone)]
 pub struct CollectorBins {
     pub jaeger: PathBuf,
@@ -27,27 +27,6 @@ pub struct CollectorBins {
 }
 
 impl CollectorBins {
-    /// `$MESHTRACE_JAEGER` (default `<repo>/.tools/bin/jaeger`), `$MESHTRACE_ZIPKIN_JAR` (default
-    /// `<repo>/.tools/zipkin/zipkin-server-3.6.1-exec.jar`), `$MESHTRACE_JAVA` (default `java`).
-    pub fn discover(repo: &Path) -> CollectorBins {
-        let env_path = |k: &str| {
-            std::env::var(k)
-                .ok()
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        };
-        CollectorBins {
-            jaeger: env_path("MESHTRACE_JAEGER")
-                .unwrap_or_else(|| repo.join(".tools").join("bin").join("jaeger")),
-            zipkin_jar: env_path("MESHTRACE_ZIPKIN_JAR").unwrap_or_else(|| {
-                repo.join(".tools")
-                    .join("zipkin")
-                    .join("zipkin-server-3.6.1-exec.jar")
-            }),
-            java: env_path("MESHTRACE_JAVA").unwrap_or_else(|| PathBuf::from("java")),
-        }
-    }
-
     /// Fails with an actionable message when the collector's binary is missing.
     pub fn require(&self, kind: RealCollectorKind) -> Result<(), String> {
         let (path, var) = match kind {
@@ -64,56 +43,6 @@ impl CollectorBins {
             ))
         }
     }
-}
-
-/// Free loopback ports, one per entry: the preferred port when it is free, else one below the
-/// kernel's ephemeral range. A collector binds its ports seconds after they are chosen (a JVM
-/// starts slowly); a port from the ephemeral range could meanwhile be handed to anything binding
-/// port 0 (an app, an Envoy), which would then answer in the collector's place. Ports handed out
-/// are remembered for the life of the process, so parallel scenarios never share one, and every
-/// listener stays open until all are chosen.
-fn free_ports<const N: usize>(preferred: [Option<u16>; N]) -> Result<[u16; N], String> {
-    static HANDED: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut handed = HANDED.lock().unwrap_or_else(|p| p.into_inner());
-    let (lo, hi) = (10_000u16, ephemeral_low().clamp(10_001, 32_768));
-    let span = u32::from(hi - lo);
-    let mut next = std::process::id().wrapping_mul(7919) % span;
-    let mut held = Vec::with_capacity(N);
-    let mut ports = [0u16; N];
-    for (slot, want) in ports.iter_mut().zip(preferred) {
-        let mut listener = want
-            .filter(|p| !handed.contains(p))
-            .and_then(|p| TcpListener::bind(("127.0.0.1", p)).ok());
-        let mut tries = 0;
-        while listener.is_none() {
-            tries += 1;
-            if tries > span {
-                return Err(format!("no free loopback port in {lo}..{hi}"));
-            }
-            next = (next + 1) % span;
-            let p = lo + next as u16;
-            if !handed.contains(&p) {
-                listener = TcpListener::bind(("127.0.0.1", p)).ok();
-            }
-        }
-        if let Some(l) = listener {
-            *slot = l
-                .local_addr()
-                .map_err(|e| format!("no free port: {e}"))?
-                .port();
-            handed.push(*slot);
-            held.push(l);
-        }
-    }
-    Ok(ports)
-}
-
-/// The first port the kernel hands out for port 0 (`ip_local_port_range`, 32768 by default).
-fn ephemeral_low() -> u16 {
-    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|t| t.split_whitespace().next()?.parse().ok())
-        .unwrap_or(32_768)
 }
 
 /// Whether a readiness answer came from the collector: Zipkin's `/health` names `zipkin`, Jaeger's
@@ -142,9 +71,7 @@ pub struct RealCollector {
     pub metrics: SocketAddr,
     metrics_path: &'static str,
     pub log: PathBuf,
-    child: Child,
-    pgid: i32,
-    exited: Option<ExitStatus>,
+    child: Supervised,
 }
 
 /// The Jaeger v2 configuration: in-memory storage, OTLP/HTTP and Zipkin receivers, query API and
@@ -263,15 +190,12 @@ impl RealCollector {
         cmd.current_dir(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err))
-            .process_group(0);
+            .stderr(Stdio::from(err));
         let what = match kind {
             RealCollectorKind::Jaeger => bins.jaeger.display().to_string(),
             RealCollectorKind::Zipkin => bins.java.display().to_string(),
         };
-        let child = cmd.spawn().map_err(|e| format!("cannot run {what}: {e}"))?;
-        let pgid = child.id() as i32;
-        register_group(pgid);
+        let child = Supervised::spawn(&mut cmd).map_err(|e| format!("cannot run {what}: {e}"))?;
         Ok(RealCollector {
             kind,
             query: loopback(query),
@@ -281,8 +205,6 @@ impl RealCollector {
             metrics_path,
             log,
             child,
-            pgid,
-            exited: None,
         })
     }
 
@@ -295,12 +217,7 @@ impl RealCollector {
     }
 
     fn poll_exit(&mut self) -> Option<ExitStatus> {
-        if self.exited.is_none() {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                self.exited = Some(st);
-            }
-        }
-        self.exited
+        self.child.try_wait()
     }
 
     /// The last lines of the collector's log.
@@ -469,32 +386,9 @@ impl RealCollector {
         trace_links(self.kind, self.query, trace_id)
     }
 
-    /// SIGTERM to the process group, then SIGKILL after 3 s.
+    /// Stops the collector's process group (see [`Supervised::stop`]).
     pub fn stop(&mut self) {
-        if self.poll_exit().is_some() && !signal_group(self.pgid, 0) {
-            return;
-        }
-        signal_group(self.pgid, libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if self.poll_exit().is_some() && !signal_group(self.pgid, 0) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        signal_group(self.pgid, libc::SIGKILL);
-        if self.exited.is_none() {
-            if let Ok(st) = self.child.wait() {
-                self.exited = Some(st);
-            }
-        }
-    }
-}
-
-impl Drop for RealCollector {
-    fn drop(&mut self) {
-        self.stop();
-        unregister_group(self.pgid);
+        self.child.stop();
     }
 }
 
@@ -613,17 +507,6 @@ mod tests {
                 "row {name}"
             );
         }
-    }
-
-    #[test]
-    fn ports_are_unique_and_outside_the_ephemeral_range() {
-        let a = free_ports([None, None, None]).unwrap();
-        let b = free_ports([None, Some(a[0])]).unwrap();
-        let mut all: Vec<u16> = a.iter().chain(b.iter()).copied().collect();
-        assert!(all.iter().all(|p| *p < ephemeral_low()), "{all:?}");
-        all.sort();
-        all.dedup();
-        assert_eq!(all.len(), 5, "no port handed out twice");
     }
 
     #[test]

@@ -1,14 +1,13 @@
 //! Launching Envoy through func-e, readiness, stats and teardown.
 
+use crate::process::Supervised;
 use crate::run::http;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
-use std::sync::Once;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 static BASE_ID_COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -50,89 +49,13 @@ pub struct EnvoyProcess {
     pub name: String,
     pub work_dir: PathBuf,
     pub run_id: String,
-    child: Child,
-    pgid: i32,
-    exited: Option<ExitStatus>,
+    /// func-e, leading the process group Envoy runs in.
+    child: Supervised,
     pub admin: Option<String>,
 }
 
-/// Process groups of running func-e/Envoy processes, so an interrupted harness (Ctrl-C, SIGTERM)
-/// does not leave Envoys behind: they run in their own process groups and would not see the
-/// terminal's SIGINT.
-static LIVE_GROUPS: [AtomicI32; 64] = [const { AtomicI32::new(0) }; 64];
-static INSTALL_HANDLER: Once = Once::new();
-
-/// While set, SIGINT only sets [`INTERRUPTED`] (the demo's `--hold` waits for it and then cleans
-/// up normally); otherwise SIGINT/SIGTERM/SIGHUP stop every registered group and exit.
-static HOLD_MODE: AtomicBool = AtomicBool::new(false);
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_interrupt(sig: libc::c_int) {
-    if sig == libc::SIGINT && HOLD_MODE.load(Ordering::SeqCst) {
-        INTERRUPTED.store(true, Ordering::SeqCst);
-        return;
-    }
-    for g in &LIVE_GROUPS {
-        let pgid = g.load(Ordering::SeqCst);
-        if pgid > 0 {
-            // SAFETY: kill(2) is async-signal-safe.
-            unsafe {
-                libc::kill(-pgid, libc::SIGTERM);
-            }
-        }
-    }
-    // SAFETY: _exit(2) is async-signal-safe; 128 + signal number is the shell convention.
-    unsafe { libc::_exit(128 + sig) }
-}
-
-/// Installs the interrupt handler (once; registering a group also does).
-pub fn install_interrupt_handler() {
-    INSTALL_HANDLER.call_once(|| {
-        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            // SAFETY: installs a handler that only calls async-signal-safe functions.
-            unsafe {
-                libc::signal(
-                    sig,
-                    on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t,
-                );
-            }
-        }
-    });
-}
-
-/// Blocks until Ctrl-C (SIGINT), then returns so the caller cleans up normally.
-pub fn hold_until_interrupt() {
-    install_interrupt_handler();
-    INTERRUPTED.store(false, Ordering::SeqCst);
-    HOLD_MODE.store(true, Ordering::SeqCst);
-    while !INTERRUPTED.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    HOLD_MODE.store(false, Ordering::SeqCst);
-}
-
-/// Registers a process group the interrupt handler stops (SIGTERM) before the harness exits.
-pub fn register_group(pgid: i32) {
-    install_interrupt_handler();
-    for g in &LIVE_GROUPS {
-        if g.compare_exchange(0, pgid, Ordering::SeqCst, Ordering::SeqCst)
-            .is_ok()
-        {
-            return;
-        }
-    }
-}
-
-pub fn unregister_group(pgid: i32) {
-    for g in &LIVE_GROUPS {
-        let _ = g.compare_exchange(pgid, 0, Ordering::SeqCst, Ordering::SeqCst);
-    }
-}
-
-pub fn signal_group(pgid: i32, sig: i32) -> bool {
-    // SAFETY: kill(2) with a negative pid signals the process group we created; no memory involved.
-    unsafe { libc::kill(-pgid, sig) == 0 }
-}
+// The demo's `--hold` imports it from here.
+pub use crate::process::hold_until_interrupt;
 
 impl EnvoyProcess {
     pub fn spawn(l: &Launch) -> Result<EnvoyProcess, String> {
@@ -172,31 +95,20 @@ impl EnvoyProcess {
             .env("FUNC_E_RUN_ID", &run_id)
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err))
-            .process_group(0);
-        let child = cmd
-            .spawn()
+            .stderr(Stdio::from(err));
+        let child = Supervised::spawn(&mut cmd)
             .map_err(|e| format!("cannot run {}: {e}", l.func_e_bin.display()))?;
-        let pgid = child.id() as i32;
-        register_group(pgid);
         Ok(EnvoyProcess {
             name: l.name.clone(),
             work_dir: l.work_dir.clone(),
             run_id,
             child,
-            pgid,
-            exited: None,
             admin: None,
         })
     }
 
     fn poll_exit(&mut self) -> Option<ExitStatus> {
-        if self.exited.is_none() {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                self.exited = Some(st);
-            }
-        }
-        self.exited
+        self.child.try_wait()
     }
 
     /// Finds a file func-e wrote for this run (layout differs between func-e versions and whether
@@ -235,8 +147,8 @@ impl EnvoyProcess {
     pub fn wait_ready(&mut self, timeout: Duration) -> StartOutcome {
         let deadline = Instant::now() + timeout;
         loop {
-            if self.poll_exit().is_some() {
-                return StartOutcome::Exited(self.exited);
+            if let Some(st) = self.poll_exit() {
+                return StartOutcome::Exited(Some(st));
             }
             if self.admin.is_none() {
                 if let Some(p) = self.find_file("admin-address.txt") {
@@ -264,14 +176,7 @@ impl EnvoyProcess {
 
     /// Waits for the process to exit (used for expected start failures after `wait_ready`).
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(s) = self.poll_exit() {
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.poll_exit()
+        self.child.wait_timeout(timeout)
     }
 
     fn admin_get(&self, path: &str) -> Result<String, String> {
@@ -368,39 +273,8 @@ impl EnvoyProcess {
         self.poll_exit()
     }
 
-    /// SIGTERM to the process group, then SIGKILL after 3 s.
+    /// Stops func-e and Envoy (their process group; see [`Supervised::stop`]).
     pub fn stop(&mut self) {
-        if self.poll_exit().is_some() && !signal_group(self.pgid, 0) {
-            return;
-        }
-        signal_group(self.pgid, libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(3);
-        let mut func_e_gone_at: Option<Instant> = None;
-        while Instant::now() < deadline {
-            if self.poll_exit().is_some() {
-                if !signal_group(self.pgid, 0) {
-                    return;
-                }
-                // Only Envoy (or a zombie nobody reaps) is left: give it a moment, then kill.
-                let t = *func_e_gone_at.get_or_insert_with(Instant::now);
-                if t.elapsed() > Duration::from_millis(500) {
-                    break;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        signal_group(self.pgid, libc::SIGKILL);
-        if self.exited.is_none() {
-            if let Ok(st) = self.child.wait() {
-                self.exited = Some(st);
-            }
-        }
-    }
-}
-
-impl Drop for EnvoyProcess {
-    fn drop(&mut self) {
-        self.stop();
-        unregister_group(self.pgid);
+        self.child.stop();
     }
 }

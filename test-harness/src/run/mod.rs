@@ -1,6 +1,7 @@
 //! Running a scenario: the runner, the Envoy launcher (func-e) and its generated configs, the
 //! recording upstream apps, the fake collector and its fault modes, the real collectors, the
-//! request load and listener reloads, and the HTTP client and server they share.
+//! request load and listener reloads, the HTTP client and server they share, and the run
+//! directories under `.harness-runs/`.
 
 pub mod collectors;
 pub mod config;
@@ -10,6 +11,9 @@ pub mod http;
 pub mod httpd;
 pub mod lds;
 pub mod load;
+pub mod rundir;
 pub mod runner;
 pub mod ui;
 pub mod upstream;
+
+pub use rundir::{run_dir, RUNS_DIR};

@@ -9,8 +9,9 @@
 //!     trace_id: "…".into(), spans: 8, services: vec!["hello".into()], screenshot: None });
 //! ```
 
+use crate::process;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// What the trace page must show.
@@ -25,22 +26,11 @@ pub struct ZipkinPage {
     pub screenshot: Option<PathBuf>,
 }
 
-/// `$MESHTRACE_CHROMIUM`, else `chromium` or `chromium-browser` on the PATH.
-pub fn chromium_path() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("MESHTRACE_CHROMIUM").filter(|p| !p.is_empty()) {
-        return Some(PathBuf::from(p));
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .flat_map(|dir| [dir.join("chromium"), dir.join("chromium-browser")])
-        .find(|p| p.is_file())
-}
-
 /// Loads `/zipkin/traces/<id>` in headless Chromium and checks the rendered page: the trace id,
 /// the "Total Spans" and "Services" counts, and a `<service>: <span name>` row per service.
 /// Ok carries a short description; Err says what the page lacked.
 pub fn check_zipkin_trace(page: &ZipkinPage) -> Result<String, String> {
-    let chromium = chromium_path().ok_or(
+    let chromium = crate::tools::chromium().ok_or(
         "no Chromium: install Debian's `chromium` (make tools does) or set MESHTRACE_CHROMIUM",
     )?;
     let url = format!("{}/zipkin/traces/{}", page.base, page.trace_id);
@@ -190,46 +180,21 @@ fn run_chromium(chromium: &Path, url: &str, extra: &[&str]) -> Result<String, St
     ])
     .arg(format!("--user-data-dir={}", profile.display()))
     .args(extra)
-    .arg(url)
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::null());
-    // Its own process group, so a timeout can stop the renderers too, not only the browser.
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    let child = cmd
-        .spawn()
-        .map_err(|e| format!("{}: {e}", chromium.display()))?;
-    let out = wait_with_timeout(child, Duration::from_secs(60));
+    .arg(url);
+    // Supervised as a group, so a timeout stops the renderers too, not only the browser.
+    let timeout = Duration::from_secs(60);
+    let out = process::output(&mut cmd, timeout);
     let _ = std::fs::remove_dir_all(&profile);
-    let out = out?;
+    let out = out.map_err(|e| match e.kind() {
+        std::io::ErrorKind::TimedOut => {
+            format!("chromium did not finish within {}s", timeout.as_secs())
+        }
+        _ => format!("{}: {e}", chromium.display()),
+    })?;
     if !out.status.success() {
         return Err(format!("chromium exited with {}", out.status));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn wait_with_timeout(
-    child: std::process::Child,
-    timeout: Duration,
-) -> Result<std::process::Output, String> {
-    let id = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(timeout) {
-        Ok(r) => r.map_err(|e| e.to_string()),
-        Err(_) => {
-            // The group is the Chromium we started (browser and renderers); it may already be gone.
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &format!("-{id}")])
-                .status();
-            Err(format!(
-                "chromium did not finish within {}s",
-                timeout.as_secs()
-            ))
-        }
-    }
 }
 
 #[cfg(test)]

@@ -159,7 +159,9 @@ fn report_span(
     }
 }
 
-fn now_us() -> u64 {
+/// Wall-clock microseconds since the epoch, the unit of span timestamps (the apps stamp their
+/// reports with it; the runner bounds the window every span must lie in).
+pub(crate) fn now_us() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)

@@ -1,0 +1,189 @@
+//! Parsing and validation of scenario files, including every shipped one.
+
+use super::*;
+use std::collections::BTreeSet;
+
+#[test]
+fn parses_full_example() {
+    let sc = Scenario::from_yaml(
+        r#"
+name: t
+envoys:
+  - name: gw
+    config: gateway
+    plugin_config: {collector: {flush_interval_ms: 100}}
+upstreams:
+  - name: app
+requests:
+  - via: gw
+    headers: {x-b3-sampled: 1, x-dup: [a, b]}
+    repeat: 2
+expect:
+  upstream_headers:
+    app:
+      - request: 0
+        headers: {x-b3-sampled: "1", x-b3-parentspanid: {absent: true}}
+      - request: all
+        headers: {x-b3-traceid: {re: "^[0-9a-f]{32}$"}}
+  spans:
+    count: 2
+    match:
+      - {kind: SERVER, tags: {http.status_code: 200}}
+      - {parent: 0}
+  metrics: {gw: {spans_sampled: 2, spans_exported: [1, 2]}}
+  sampled_matches_spans: app
+"#,
+    )
+    .unwrap();
+    assert_eq!(sc.requests[0].headers.0.len(), 3);
+    assert_eq!(sc.requests[0].headers.0[0].1, "1");
+    assert_eq!(sc.upstream_of(&sc.envoys[0]).as_deref(), Some("app"));
+    assert_eq!(
+        sc.expect.upstream_headers["app"][1].request,
+        RequestSel::All
+    );
+    assert!(sc.expect.metrics["gw"]["spans_exported"].accepts(2));
+    assert!(!sc.expect.metrics["gw"]["spans_sampled"].accepts(1));
+}
+
+#[test]
+fn readme_example_is_a_valid_scenario() {
+    let readme = include_str!("../../../README.md");
+    let start = readme
+        .find("## Scenario schema")
+        .and_then(|i| readme[i..].find("```yaml").map(|j| i + j + 7))
+        .unwrap();
+    let end = start + readme[start..].find("```").unwrap();
+    let sc = Scenario::from_yaml(&readme[start..end]).unwrap();
+    assert_eq!(sc.envoys.len(), 2);
+    assert_eq!(
+        sc.expect.spans.as_ref().unwrap().matchers[1].parent,
+        Some(0)
+    );
+}
+
+#[test]
+fn demo_and_shipped_scenarios_parse() {
+    Scenario::from_yaml(crate::report::demo::DEMO_YAML).unwrap();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let mut n = 0;
+    let mut names = BTreeSet::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.path().extension().is_some_and(|x| x == "yaml") {
+            let sc = Scenario::load(&e.path()).unwrap();
+            let stem = e.path().file_stem().unwrap().to_string_lossy().into_owned();
+            assert_eq!(sc.name, stem, "scenario name = file name");
+            assert!(names.insert(sc.name), "duplicate scenario name {stem}");
+            n += 1;
+        }
+    }
+    assert!(n >= 30, "only {n} scenarios");
+}
+
+#[test]
+fn new_schema_parts_parse_and_validate() {
+    let sc = Scenario::from_yaml(
+        r#"
+name: t
+envoys:
+  - {name: gw, config: gateway, collector_via: rel, node: {id: n, metadata: {NAMESPACE: ns}}}
+  - {name: rel, config: sidecar-inbound}
+upstreams:
+  - name: app
+    responses: [{when_path_prefix: /g, headers: {grpc-status: "13"}}]
+requests:
+  - {via: gw, abort_after_ms: 50}
+  - {via: gw, max_ms: 100}
+expect:
+  upstream_headers: {app: [{request: [0, 2], headers: {x-a: "1"}}]}
+  upstream_unique: {app: x-b3-traceid}
+  prometheus: {gw: {spans_sampled: 1}}
+  envoy_stats: {gw: [{name_re: "^listener", value: [1, 2]}]}
+  collector_requests: {max_concurrent: 2, spans_per_request: [1, 5]}
+  spans: {every: {kind: SERVER}}
+"#,
+    )
+    .unwrap();
+    assert_eq!(sc.relayed_by("rel").unwrap().name, "gw");
+    assert_eq!(
+        sc.upstream_of(&sc.envoys[1]),
+        None,
+        "a relay has no app upstream"
+    );
+    assert_eq!(sc.upstreams[0].responses[0].status, 200);
+    assert_eq!(
+        sc.expect.upstream_headers["app"][0].request,
+        RequestSel::List(vec![0, 2])
+    );
+    let bad = |yaml: &str| Scenario::from_yaml(yaml).unwrap_err();
+    let e = bad("name: t\nenvoys: [{name: gw, config: gateway, collector_via: gw}]\n");
+    assert!(e.contains("another Envoy"), "{e}");
+    let e = bad("name: t\nenvoys: [{name: gw, config: gateway, upstream_unreachable: true}]\nrequests: [{via: gw, abort_after_ms: 5, expect_status: 200}]\n");
+    assert!(e.contains("abort_after_ms"), "{e}");
+    let e = bad("name: t\nenvoys: [{name: gw, config: gateway, upstream_unreachable: true, node: {metadata: [1]}}]\n");
+    assert!(e.contains("node.metadata"), "{e}");
+    let e = bad("name: t\nenvoys: [{name: gw, config: gateway, upstream_unreachable: true}]\nexpect: {logs: {gw: {matches: ['(']}}}\n");
+    assert!(
+        e.contains("matches") && e.contains("bad regex \"(\""),
+        "{e}"
+    );
+    let e = bad("name: t\nenvoys: [{name: gw, config: gateway, upstream_unreachable: true}]\nexpect: {envoy_stats: {gw: [{name_re: '[', value: 1}]}}\n");
+    assert!(e.contains("envoy_stats.gw[0]: bad regex \"[\""), "{e}");
+}
+
+#[test]
+fn real_collector_schema() {
+    let sc = Scenario::from_yaml(
+        r#"
+name: t
+real_collector: jaeger
+envoys:
+  - {name: gw, config: gateway, upstream_envoy: side}
+  - {name: side, config: sidecar-inbound}
+upstreams: [{name: app, report_span: {service: app}}]
+expect:
+  collected:
+    traces: 1
+    spans: [2, 3]
+    services: [a, b]
+    nested: true
+    match: [{serviceName: a}, {parent: 0}]
+"#,
+    )
+    .unwrap();
+    assert_eq!(sc.real_collector, Some(RealCollectorKind::Jaeger));
+    assert_eq!(sc.upstream_of(&sc.envoys[0]), None);
+    let waves = sc.start_waves().unwrap();
+    assert_eq!(waves.len(), 2);
+    assert_eq!(waves[0][0].name, "side");
+    let c = sc.expect.collected.as_ref().unwrap();
+    assert!(c.spans.unwrap().accepts(3) && c.nested && c.matchers.len() == 2);
+    let bad = |yaml: &str| Scenario::from_yaml(yaml).unwrap_err();
+    let e = bad("name: t\nenvoys: [{name: gw, config: gateway, upstream_unreachable: true}]\nexpect: {collected: {empty: true}}\n");
+    assert!(e.contains("needs real_collector"), "{e}");
+    let e = bad("name: t\nenvoys: [{name: gw, config: gateway}]\nupstreams: [{name: a, report_span: {service: x}}]\n");
+    assert!(e.contains("report_span needs real_collector"), "{e}");
+    let e = bad("name: t\nenvoys: [{name: a, config: gateway, upstream_envoy: b}, {name: b, config: gateway, upstream_envoy: a}]\n");
+    assert!(e.contains("cycle"), "{e}");
+    let e = bad("name: t\nreal_collector: zipkin\ncollector: {mode: down}\nenvoys: [{name: a, config: gateway, upstream_unreachable: true}]\n");
+    assert!(e.contains("do not apply"), "{e}");
+    let e = bad("name: t\nreal_collector: zipkin\nenvoys: [{name: a, config: gateway, upstream_unreachable: true}]\nexpect: {collected: {empty: true, spans: 2}}\n");
+    assert!(e.contains("contradicts"), "{e}");
+}
+
+#[test]
+fn rejects_bad_references_and_unknown_fields() {
+    let e = Scenario::from_yaml(
+        "name: t\nenvoys: [{name: gw, config: gateway, upstream: nope}]\nrequests: [{via: x}]\n",
+    )
+    .unwrap_err();
+    assert!(
+        e.contains("unknown upstream nope") && e.contains("unknown envoy x"),
+        "{e}"
+    );
+    let e = Scenario::from_yaml("name: t\nenvoys: [{name: gw, config: gateway, bogus: 1}]\n")
+        .unwrap_err();
+    assert!(e.contains("bogus"), "{e}");
+    let e = Scenario::from_yaml("name: t\nenvoys: [{name: gw, config: gatewayy}]\n").unwrap_err();
+    assert!(e.contains("gatewayy"), "{e}");
+}
