@@ -73,9 +73,12 @@ fn parse_stat(stat: &str) -> Option<(char, i32)> {
 mod tests {
     use super::*;
 
+    /// (row name, /proc/PID/stat text, expected state and group)
+    type StatRow = (&'static str, &'static str, Option<(char, i32)>);
+
     #[test]
     fn stat_rows() {
-        let rows: &[(&str, &str, Option<(char, i32)>)] = &[
+        let rows: &[StatRow] = &[
             ("plain", "12 (envoy) S 1 12 12 0", Some(('S', 12))),
             (
                 "comm with ) and spaces",
