@@ -120,8 +120,9 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// The JSON shape; converted to [`Config`] after range checks.
-#[derive(Debug, Deserialize)]
+/// The JSON shape; converted to [`Config`] after range checks. Its `Default` is the empty
+/// document's, so [`Config::default`] restates none of the parser's defaults.
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Raw {
     service_name: Option<String>,
@@ -199,19 +200,7 @@ impl Default for RawPropagation {
 
 impl Default for Config {
     fn default() -> Self {
-        // An empty document is always valid, so this cannot fail; the fallback keeps that unprovable
-        // fact out of the panic path.
-        parse(b"").unwrap_or_else(|_| Config {
-            service_name: None,
-            span_kind: SpanKindChoice::Auto,
-            span_shape: SpanShape::One,
-            span_ids: SpanIds::Child,
-            sampling: Sampling::default(),
-            extract: Formats::of(&[Format::B3Multi, Format::B3Single]),
-            inject: Formats::of(&[Format::B3Multi]),
-            tags: Tags::default(),
-            collector: Collector::default(),
-        })
+        build(Raw::default())
     }
 }
 
@@ -232,7 +221,9 @@ pub fn parse(input: &[u8]) -> Result<Config, ConfigError> {
         };
         error(&path, &strip_position(&e.into_inner().to_string()))
     })?;
-    validate(raw)
+    check_sampling_and_tags(&raw)?;
+    check_collector(&raw)?;
+    Ok(build(raw))
 }
 
 /// serde accepts a JSON array where a struct is expected; configuration sections must be objects.
@@ -257,7 +248,7 @@ fn require_objects(value: &serde_json::Value) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn validate(raw: Raw) -> Result<Config, ConfigError> {
+fn check_sampling_and_tags(raw: &Raw) -> Result<(), ConfigError> {
     let s = &raw.sampling;
     if !(0.0..=1.0).contains(&s.rate) {
         return Err(error(
@@ -281,6 +272,13 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
         1,
         65_536,
     )?;
+    if raw.propagation.inject.is_empty() {
+        return Err(error("propagation.inject", "must name at least one format"));
+    }
+    Ok(())
+}
+
+fn check_collector(raw: &Raw) -> Result<(), ConfigError> {
     let c = &raw.collector;
     if c.cluster.is_empty() {
         return Err(error("collector.cluster", "must not be empty"));
@@ -319,9 +317,11 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
             "shared span ids are a Zipkin model; OTLP needs a unique id per span (use child, or collector.format zipkin_json)",
         ));
     }
-    if raw.propagation.inject.is_empty() {
-        return Err(error("propagation.inject", "must name at least one format"));
-    }
+    Ok(())
+}
+
+/// The checked document as the filter uses it: header names lower-cased, the format's path.
+fn build(raw: Raw) -> Config {
     let mut tags = raw.tags;
     tags.request_headers = tags
         .request_headers
@@ -335,7 +335,7 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
     let mut sampling = raw.sampling;
     sampling.override_header = sampling.override_header.to_ascii_lowercase();
     sampling.force_header = sampling.force_header.to_ascii_lowercase();
-    Ok(Config {
+    Config {
         service_name: raw.service_name.filter(|s| !s.is_empty()),
         span_kind: raw.span_kind,
         span_shape: raw.span_shape,
@@ -345,7 +345,7 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
         inject: Formats::of(&raw.propagation.inject),
         tags,
         collector,
-    })
+    }
 }
 
 fn in_range(path: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
@@ -408,6 +408,8 @@ mod tests {
         assert!(c.extract.contains(Format::B3Single));
         assert!(!c.inject.contains(Format::B3Single));
         assert_eq!(parse(b"{}"), parse(b"  "));
+        assert_eq!(parse(b"{}"), Ok(Config::default()));
+        assert_eq!(Config::default().collector.path, "/api/v2/spans");
     }
 
     #[test]
