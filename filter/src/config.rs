@@ -223,6 +223,7 @@ pub fn parse(input: &[u8]) -> Result<Config, ConfigError> {
     })?;
     check_sampling_and_tags(&raw)?;
     check_collector(&raw)?;
+    check_propagation(&raw)?;
     Ok(build(raw))
 }
 
@@ -272,9 +273,6 @@ fn check_sampling_and_tags(raw: &Raw) -> Result<(), ConfigError> {
         1,
         65_536,
     )?;
-    if raw.propagation.inject.is_empty() {
-        return Err(error("propagation.inject", "must name at least one format"));
-    }
     Ok(())
 }
 
@@ -316,6 +314,13 @@ fn check_collector(raw: &Raw) -> Result<(), ConfigError> {
             "span_ids",
             "shared span ids are a Zipkin model; OTLP needs a unique id per span (use child, or collector.format zipkin_json)",
         ));
+    }
+    Ok(())
+}
+
+fn check_propagation(raw: &Raw) -> Result<(), ConfigError> {
+    if raw.propagation.inject.is_empty() {
+        return Err(error("propagation.inject", "must name at least one format"));
     }
     Ok(())
 }
