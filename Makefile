@@ -35,7 +35,7 @@ DEMO ?= a
 # HOLD=1 keeps the demo running (Envoys, apps, collector) until Ctrl-C.
 HOLD ?=
 
-.PHONY: abi fixtures ui-screenshot collectors all tools build lint unit scenarios validate test demo clean image push image-test istio-crds istio-test
+.PHONY: abi fixtures ui-screenshot collectors all tools build lint unit scenarios validate test demo clean image push image-test istio-crds istio-test interrupt
 
 all: build
 
@@ -128,6 +128,11 @@ fixtures: $(TARGETS_STAMP)
 scenarios: tools build fixtures
 	ENVOY_PATH="$(ENVOY)" cargo test -q -p test-harness --test scenarios -- --test-threads 1
 
+# Ctrl-C leaves no process behind: the harness is sent SIGINT while two Envoys (func-e) and a real
+# Jaeger run, and must exit 130 with every child gone (test-harness/tests/interrupt.rs).
+interrupt: tools build
+	ENVOY_PATH="$(ENVOY)" cargo test -q -p test-harness --test interrupt
+
 # Reproducible OCI image layouts: dist/oci (tar+gzip layer holding plugin.wasm) and dist/oci-artifact
 # (the two-layer Wasm artifact). Prints the digest a WasmPlugin's sha256 must carry.
 image: build
@@ -164,7 +169,7 @@ istio-test: tools build $(ISTIO_CRDS)
 	  [ $$rc -eq 1 ] || { echo "tracing-check must report native tracing next to meshtrace (exit 1), got exit $$rc" >&2; exit 1; }
 	@echo "ok: tracing-check reported the native-tracing config, as it must"
 
-test: tools lint unit build abi validate scenarios image-test istio-test
+test: tools lint unit build abi validate scenarios interrupt image-test istio-test
 
 # Refreshes docs/zipkin-ui-trace.png: topology b in real Zipkin, as headless Chromium renders it.
 ui-screenshot: tools build

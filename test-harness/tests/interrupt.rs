@@ -9,6 +9,9 @@
 //! Needs what scenario 200 needs: dist/meshtrace.wasm, Envoy ($ENVOY_PATH or .tools/venv), func-e
 //! and Jaeger (`make tools build`). Run: `cargo test -p test-harness --test interrupt`.
 
+// A test: its helpers fail it by panicking, as `assert!` does.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

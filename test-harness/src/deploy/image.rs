@@ -114,8 +114,6 @@ fn crane_push(crane: &Path, layout: &Path, r: &Reference) -> Result<String, Stri
 /// The push/pull round trip through a real local registry, in a scratch directory under
 /// `<repo>/.harness-runs/`.
 pub fn image_test(repo: &Path, wasm: &Path, crane: &Path) -> Result<(), String> {
-    let work = repo
-        .join(".harness-runs")
-        .join(format!("image-test-{}", std::process::id()));
+    let work = crate::run::run_dir(repo, "image-test")?;
     crate::deploy::oci_e2e::run_image_test(wasm, crane, &work, &mut |l| println!("{l}"))
 }

@@ -33,12 +33,7 @@ fn validate_inner(path: &Path, tools: &Tools) -> Result<String, String> {
         serde_yaml::from_str(&text).map_err(|e| format!("not YAML: {e}"))?;
     let wasm = tools.wasm_abs();
     let n = set_wasm_path(&mut doc, &wasm.display().to_string())?;
-    let dir = tools.repo.join(".harness-runs").join(format!(
-        "validate-{}-{}",
-        std::process::id(),
-        crate::run::envoy::next_base_id()
-    ));
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let dir = crate::run::run_dir(&tools.repo, "validate")?;
     let file_name = path
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())

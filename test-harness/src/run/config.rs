@@ -243,15 +243,21 @@ pub fn patch_config(doc: &mut Value, p: &Patch) -> Result<(), String> {
     }
     let template = plugin_config_string(doc)?;
     let rendered = render_plugin_config(&template, &p.plugin)?;
+    set_plugin_config(doc, &rendered)?;
+    Ok(())
+}
+
+/// Sets `configuration.value` (the string `on_configure` reads) of every wasm filter; returns how
+/// many were found.
+pub fn set_plugin_config(doc: &mut Value, text: &str) -> Result<usize, String> {
     for_each_wasm_config(doc, &mut |cfg| {
         let conf = cfg
             .get_mut("configuration")
             .and_then(Value::as_mapping_mut)
             .ok_or("wasm filter has no configuration map")?;
-        conf.insert(key("value"), key(&rendered));
+        conf.insert(key("value"), key(text));
         Ok(())
-    })?;
-    Ok(())
+    })
 }
 
 /// Loads `envoy/<file>` from the repository.

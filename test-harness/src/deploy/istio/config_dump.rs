@@ -116,12 +116,7 @@ pub fn live_config_dump(tools: &Tools, file: &Path, native_tracing: bool) -> Res
         .ok_or("config-dump needs a config file")?;
     let doc = dump_config(tools, &fname, native_tracing)?;
     let stem = fname.trim_end_matches(".yaml");
-    let dir = tools.repo.join(".harness-runs").join(format!(
-        "config-dump-{stem}-{}-{}",
-        std::process::id(),
-        crate::run::envoy::next_base_id()
-    ));
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let dir = crate::run::run_dir(&tools.repo, &format!("config-dump-{stem}"))?;
     let cfg = dir.join("envoy.yaml");
     let text = serde_yaml::to_string(&doc).map_err(|e| e.to_string())?;
     std::fs::write(&cfg, text).map_err(|e| e.to_string())?;

@@ -23,7 +23,7 @@ pub mod validate;
 pub use config_dump::{config_dump, live_config_dump, native_tracing_block, ConfigDumpOptions};
 pub use crds::{yaml_docs, CrdVersion, Crds};
 pub use manifest::validate_manifest;
-pub use render::{render_envoyfilter_patch, render_plugin_config};
+pub use render::{render_envoyfilter_patch, shipped_with_plugin_config};
 pub use schema::validate_schema;
 pub use tracing_check::{
     scan_config_dump, tracing_check, tracing_check_report, HcmReport, TRACING_CONFLICT,

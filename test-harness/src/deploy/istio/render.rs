@@ -2,7 +2,7 @@
 //! judge it: a WasmPlugin `pluginConfig` as the filter configuration, an EnvoyFilter patch
 //! applied to the listener of its context.
 
-use crate::run::config::load_shipped;
+use crate::run::config::{load_shipped, set_plugin_config};
 use crate::tools::Tools;
 use serde_json::{json, Value as Json};
 use std::path::Path;
@@ -56,25 +56,19 @@ fn add_collector_cluster(doc: &mut Json, name: &str) -> Result<(), String> {
 
 /// A shipped config whose meshtrace filter gets `plugin_config` (a WasmPlugin `pluginConfig`) as its
 /// configuration string, exactly as Istio delivers it to `on_configure`.
-pub fn render_plugin_config(
+pub fn shipped_with_plugin_config(
     repo: &Path,
     base: &str,
     plugin_config: &Json,
 ) -> Result<serde_yaml::Value, String> {
-    let mut doc = to_json(&load_shipped(repo, base)?)?;
+    let mut shipped = load_shipped(repo, base)?;
     let text = serde_json::to_string(plugin_config).map_err(|e| e.to_string())?;
-    let mut n = 0;
-    for f in http_filters(&mut doc)?.iter_mut() {
-        if f["name"] == "envoy.filters.http.wasm" {
-            f["typed_config"]["config"]["configuration"]["value"] = json!(text);
-            n += 1;
-        }
-    }
-    if n == 0 {
+    if set_plugin_config(&mut shipped, &text)? == 0 {
         return Err(format!(
             "envoy/{base} has no envoy.filters.http.wasm filter"
         ));
     }
+    let mut doc = to_json(&shipped)?;
     if let Some(c) = plugin_config["collector"]["cluster"].as_str() {
         add_collector_cluster(&mut doc, c)?;
     }
@@ -136,11 +130,7 @@ pub(super) fn envoy_validate(
     doc: &serde_yaml::Value,
     expect_fail: bool,
 ) -> Result<String, String> {
-    let dir = tools
-        .repo
-        .join(".harness-runs")
-        .join(format!("istio-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let dir = crate::run::run_dir(&tools.repo, "istio")?;
     let path = dir.join(format!("{name}.yaml"));
     let text = serde_yaml::to_string(doc).map_err(|e| e.to_string())?;
     std::fs::write(&path, text).map_err(|e| e.to_string())?;

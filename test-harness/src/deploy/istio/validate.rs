@@ -5,7 +5,7 @@
 use super::crds::{yaml_docs, Crds};
 use super::manifest::validate_manifest;
 use super::render::{
-    base_file_for, envoy_validate, render_envoyfilter_patch, render_plugin_config,
+    base_file_for, envoy_validate, render_envoyfilter_patch, shipped_with_plugin_config,
 };
 use crate::tools::Tools;
 use serde_json::{json, Value as Json};
@@ -111,7 +111,7 @@ fn check_plugin_config(doc: &Json, name: &str, what: &str, tools: &Tools, found:
     } else {
         base_file_for(doc["spec"]["match"][0]["mode"].as_str().unwrap_or("SERVER"))
     };
-    let r = render_plugin_config(&tools.repo, base, pc)
+    let r = shipped_with_plugin_config(&tools.repo, base, pc)
         .and_then(|d| envoy_validate(tools, &format!("wasmplugin-{name}"), &d, false));
     found.all_ok &= line(
         r.is_ok(),
@@ -157,7 +157,7 @@ fn run_controls(crds: &Crds, tools: &Tools, found: &Findings) -> bool {
     if let Some((base, pc)) = &found.first_plugin_config {
         let mut pc = pc.clone();
         pc["sampling"]["rate"] = json!(1.5);
-        let r = render_plugin_config(&tools.repo, base, &pc)
+        let r = shipped_with_plugin_config(&tools.repo, base, &pc)
             .and_then(|d| envoy_validate(tools, "control-bad-plugin-config", &d, true));
         ok &= line(
             r.is_err(),
