@@ -28,6 +28,22 @@ JAEGER_STAMP := $(TOOLS)/.jaeger-$(JAEGER_VERSION)
 JAEGER_BUILD := $(TOOLS)/jaeger-build
 ZIPKIN_VERSION := 3.6.1
 ZIPKIN_JAR := $(TOOLS)/zipkin/zipkin-server-$(ZIPKIN_VERSION)-exec.jar
+# Istio's control plane (pilot-discovery = istiod) and agent (pilot-agent), for `make istio-e2e`. A master
+# pseudo-version: the module proxy refuses Istio's release-tag commits. Its go.mod requires istio.io/api
+# ISTIO_E2E_API_VERSION: the CRDs istiod is given (and the manifests are validated against) are that version's.
+ISTIO_VERSION := v0.0.0-20260827124520-eed52ebb66ad
+ISTIO_E2E_API_VERSION := v1.31.0-rc.0.0.20260824154656-b943409680a7
+ISTIO_E2E_CRDS := $(TOOLS)/istio-api-$(ISTIO_E2E_API_VERSION)/customresourcedefinitions.gen.yaml
+ISTIO_STAMP := $(TOOLS)/.istio-$(ISTIO_VERSION)
+# A real Kubernetes API for istiod, without kubelet or pods: kube-apiserver and kubectl of KUBE_VERSION
+# on etcd (the version Kubernetes' go.mod pins). k8s.io/kubernetes replaces its ./staging modules, so
+# it builds from a throwaway module mapping each to the published k8s.io/* module of the same minor.
+KUBE_VERSION := v1.37.2
+KUBE_STAGING_VERSION := v0.37.2
+KUBE_STAMP := $(TOOLS)/.kube-$(KUBE_VERSION)
+KUBE_BUILD := $(TOOLS)/kube-build
+# What Kubernetes' own build stamps in (`kube-apiserver --version`); a plain go build leaves it unset.
+KUBE_LDFLAGS := -X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37
 # Headless Chromium (Debian package) for the Zipkin UI check.
 CHROMIUM_STAMP := $(TOOLS)/.chromium
 # Which seed topology `make demo` runs: a (Istio + Jaeger) or b (Linkerd-style + Zipkin).
@@ -35,7 +51,7 @@ DEMO ?= a
 # HOLD=1 keeps the demo running (Envoys, apps, collector) until Ctrl-C.
 HOLD ?=
 
-.PHONY: abi fixtures ui-screenshot collectors all tools build lint unit scenarios validate test demo clean image push image-test istio-crds istio-test interrupt
+.PHONY: abi fixtures ui-screenshot collectors all tools build lint unit scenarios validate test demo clean image push image-test istio-crds istio-test interrupt istio-tools istio-e2e
 
 all: build
 
@@ -59,6 +75,39 @@ $(JAEGER_STAMP):
 	cd $(JAEGER_BUILD) && go mod tidy && go build -trimpath -ldflags='-s -w' -o $(JAEGER) github.com/jaegertracing/jaeger/cmd/jaeger
 	$(JAEGER) --help > /dev/null
 	touch $@
+
+$(ISTIO_STAMP):
+	mkdir -p $(TOOLS)/bin
+	GOBIN=$(TOOLS)/bin go install -trimpath -ldflags='-s -w' \
+	  istio.io/istio/pilot/cmd/pilot-discovery@$(ISTIO_VERSION) istio.io/istio/pilot/cmd/pilot-agent@$(ISTIO_VERSION)
+	dir="$$(go mod download -json istio.io/istio@$(ISTIO_VERSION) | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')" && \
+	  grep -q 'istio.io/api $(ISTIO_E2E_API_VERSION)$$' "$$dir/go.mod" && \
+	  install -m 0644 "$$dir/tools/packaging/common/envoy_bootstrap.json" $(TOOLS)/istio-envoy-bootstrap.json
+	$(TOOLS)/bin/pilot-agent version -s > /dev/null
+	touch $@
+
+$(KUBE_STAMP):
+	mkdir -p $(KUBE_BUILD) $(TOOLS)/bin
+	dir="$$(go mod download -json k8s.io/kubernetes@$(KUBE_VERSION) | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')" && \
+	  { printf 'module meshtrace.local/kube-build\n\ngo 1.26\n\nrequire k8s.io/kubernetes $(KUBE_VERSION)\n\n'; \
+	    sed -n 's#^\s*\(k8s.io/[a-z0-9-]*\) => ./staging/src/k8s.io/.*#replace \1 => \1 $(KUBE_STAGING_VERSION)#p' "$$dir/go.mod"; } > $(KUBE_BUILD)/go.mod
+	printf '//go:build tools\n\npackage tools\n\nimport (\n\t_ "go.etcd.io/etcd/server/v3/etcdmain"\n\t_ "k8s.io/kubernetes/cmd/kube-apiserver/app"\n\t_ "k8s.io/kubectl/pkg/cmd"\n)\n' > $(KUBE_BUILD)/tools.go
+	cd $(KUBE_BUILD) && go mod tidy && \
+	  go build -trimpath -ldflags='-s -w $(KUBE_LDFLAGS)' -o $(TOOLS)/bin/kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver && \
+	  go build -trimpath -ldflags='-s -w $(KUBE_LDFLAGS)' -o $(TOOLS)/bin/kubectl k8s.io/kubernetes/cmd/kubectl && \
+	  go build -trimpath -ldflags='-s -w' -o $(TOOLS)/bin/etcd go.etcd.io/etcd/server/v3
+	$(TOOLS)/bin/kube-apiserver --version | grep -qx 'Kubernetes $(KUBE_VERSION)'
+	$(TOOLS)/bin/etcd --version > /dev/null
+	touch $@
+
+$(ISTIO_E2E_CRDS):
+	mkdir -p $(dir $@)
+	dir="$$(go mod download -json istio.io/api@$(ISTIO_E2E_API_VERSION) | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')" && \
+	  install -m 0644 "$$dir/kubernetes/customresourcedefinitions.gen.yaml" $@.tmp
+	mv $@.tmp $@
+
+# istiod, istio-agent, kube-apiserver, kubectl, etcd (built once; the Go caches make rebuilds quick).
+istio-tools: $(ISTIO_STAMP) $(KUBE_STAMP) $(ISTIO_E2E_CRDS)
 
 $(ZIPKIN_JAR):
 	mkdir -p $(dir $@)
@@ -168,6 +217,17 @@ istio-test: tools build $(ISTIO_CRDS)
 	rc=0; cargo run -q -p test-harness -- tracing-check .harness-runs/istio/dump-native.json || rc=$$?; \
 	  [ $$rc -eq 1 ] || { echo "tracing-check must report native tracing next to meshtrace (exit 1), got exit $$rc" >&2; exit 1; }
 	@echo "ok: tracing-check reported the native-tracing config, as it must"
+
+# meshtrace through a real Istio control plane: etcd + kube-apiserver, istiod, istio-agent driving
+# Envoy for a gateway and a sidecar, the module pulled from a loopback OCI registry, spans in Jaeger.
+# In a network namespace of its own (the listeners istiod generates bind every address; here that is
+# only this namespace's loopback) and a mount namespace where the agent's module cache, a fixed
+# /var/lib/istio/data in Istio, is a tmpfs that goes away with the run.
+istio-e2e: tools build istio-tools
+	cargo build -q -p test-harness
+	unshare --net --mount --propagation private sh -c 'ip link set lo up && mkdir -p /var/lib/istio && \
+	  mount -t tmpfs meshtrace-e2e /var/lib/istio && mkdir /var/lib/istio/data && \
+	  exec cargo run -q --offline -p test-harness -- istio-e2e --envoy "$(ENVOY)"'
 
 test: tools lint unit build abi validate scenarios interrupt image-test istio-test
 

@@ -44,6 +44,17 @@ pub enum Command {
     TracingCheck(TracingCheckArgs),
     /// Print a real Envoy's /config_dump for a shipped config (envoy/CONFIG)
     ConfigDump(ConfigDumpArgs),
+    /// meshtrace through a real Istio control plane (kube-apiserver, istiod, istio-agent)
+    ///
+    /// Needs `make istio-tools`. Run it in a network namespace of its own (`make istio-e2e`
+    /// does): the proxies Istio configures bind their listeners on every address.
+    IstioE2e(IstioE2eArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct IstioE2eArgs {
+    #[command(flatten)]
+    pub tools: ToolArgs,
 }
 
 /// An option value that is a path must not be empty (`--envoy ""` is a typo, not a choice).

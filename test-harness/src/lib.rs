@@ -6,6 +6,7 @@
 //! rendering) are unit-tested without Envoy.
 
 pub mod deploy;
+pub mod mesh;
 pub mod model;
 pub mod process;
 pub mod report;

@@ -9,6 +9,7 @@
 //! - `istio-validate [--crds FILE] [--no-envoy] FILE...`: Istio manifests (schema, CEL, Envoy)
 //! - `tracing-check DUMP.json...`: native tracing next to meshtrace in a config dump?
 //! - `config-dump [--native-tracing] [--out FILE] CONFIG`: a real Envoy's `/config_dump`
+//! - `istio-e2e`: meshtrace through a real Istio control plane (`make istio-e2e`)
 //!
 //! Parsing is `cli.rs`; this file maps the parsed options to the library's typed ones, and its
 //! results to exit codes (2: the command could not run; tracing-check's own codes).
@@ -55,6 +56,7 @@ fn main() -> ExitCode {
         Command::IstioValidate(a) => istio_validate(&a.tools, a.crds, a.no_envoy, &a.files),
         Command::TracingCheck(a) => istio::tracing_check(&a.files).map_err(istio_failure),
         Command::ConfigDump(a) => config_dump(&a.tools, a.native_tracing, a.out, a.config),
+        Command::IstioE2e(a) => istio_e2e(&a.tools),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -193,4 +195,12 @@ fn config_dump(
     };
     istio::config_dump(&tools, &opts).map_err(istio_failure)?;
     Ok(0)
+}
+
+fn istio_e2e(a: &ToolArgs) -> Result<u8, Failure> {
+    let tools = tools_from(a).map_err(|e| (2, e))?;
+    tools.require(false).map_err(|e| (2, e))?;
+    let bins = test_harness::mesh::e2e::MeshBins::from_paths(&tools).map_err(|e| (2, e))?;
+    let ok = test_harness::mesh::e2e::run(&tools, &bins).map_err(|e| (1, e))?;
+    Ok(exit_code(ok))
 }

@@ -156,6 +156,11 @@ pub struct Paths {
     pub istio_crds: PathBuf,
     /// `VENV`, where the Envoy python package is installed.
     pub venv: PathBuf,
+    /// `TOOLS`: `make istio-tools` builds etcd, kube-apiserver, kubectl, pilot-discovery and
+    /// pilot-agent into its `bin/` and copies Istio's Envoy bootstrap template into it.
+    pub tools_dir: PathBuf,
+    /// `ISTIO_E2E_CRDS`: the CRDs of the istio.io/api version istiod (`ISTIO_VERSION`) requires.
+    pub istio_e2e_crds: PathBuf,
     /// `$MESHTRACE_JAEGER`, else `JAEGER`; `$MESHTRACE_ZIPKIN_JAR`, else `ZIPKIN_JAR` (it carries
     /// `ZIPKIN_VERSION`); `$MESHTRACE_JAVA`, else `java` on the PATH.
     pub collectors: CollectorBins,
@@ -172,6 +177,8 @@ impl Paths {
             oci_dir: mk.path("OCI_DIR")?,
             istio_crds: mk.path("ISTIO_CRDS")?,
             venv: mk.path("VENV")?,
+            tools_dir: mk.path("TOOLS")?,
+            istio_e2e_crds: mk.path("ISTIO_E2E_CRDS")?,
             collectors: CollectorBins {
                 jaeger: or_make("MESHTRACE_JAEGER", "JAEGER")?,
                 zipkin_jar: or_make("MESHTRACE_ZIPKIN_JAR", "ZIPKIN_JAR")?,

@@ -11,6 +11,7 @@ pub fn cel_checks(kind: &str, spec: &Json) -> Vec<String> {
     e.extend(target_ref_rules(spec));
     match kind {
         "WasmPlugin" => e.extend(wasmplugin_rules(spec)),
+        "TrafficExtension" => e.extend(trafficextension_rules(spec)),
         "EnvoyFilter" => e.extend(envoyfilter_rules(spec)),
         _ => {}
     }
@@ -97,6 +98,26 @@ fn wasmplugin_rules(spec: &Json) -> Vec<String> {
     }
     if !spec["pluginConfig"].is_object() {
         e.push("spec.pluginConfig: meshtrace policy: the configuration must be given (collector.cluster at least)".into());
+    }
+    e
+}
+
+/// A TrafficExtension carries exactly one of `wasm` or `lua` (CEL rule); its `wasm` block is a
+/// WasmPlugin spec minus the selection fields, so the same rules apply, named by their new path.
+fn trafficextension_rules(spec: &Json) -> Vec<String> {
+    let has = |k: &str| spec.get(k).is_some_and(|v| !v.is_null());
+    let mut e = Vec::new();
+    if has("wasm") == has("lua") {
+        e.push("spec: exactly one of wasm or lua must be set (CEL rule)".to_string());
+    }
+    if has("wasm") {
+        e.extend(
+            wasmplugin_rules(&spec["wasm"])
+                .into_iter()
+                .map(|m| m.replacen("spec.", "spec.wasm.", 1)),
+        );
+    } else if has("lua") {
+        e.push("spec.lua: meshtrace is a Wasm module; a Lua extension is not meshtrace".into());
     }
     e
 }
@@ -231,6 +252,33 @@ mod tests {
                 "1-65535",
             ),
         ];
+        let te = |wasm: Json| json!({"wasm": wasmplugin(wasm)});
+        let te_rows: Vec<(&str, Json, &str)> = vec![
+            ("TrafficExtension", te(json!({})), ""),
+            ("TrafficExtension", json!({}), "exactly one of wasm or lua"),
+            (
+                "TrafficExtension",
+                json!({"wasm": wasmplugin(json!({})), "lua": {"inlineCode": "x"}}),
+                "exactly one of wasm or lua",
+            ),
+            (
+                "TrafficExtension",
+                te(json!({"failStrategy": "FAIL_CLOSE"})),
+                "spec.wasm.failStrategy",
+            ),
+            (
+                "TrafficExtension",
+                te(json!({"url": "ftp://x/m.wasm"})),
+                "spec.wasm.url",
+            ),
+            (
+                "TrafficExtension",
+                json!({"selector": {"matchLabels": {"a": "b"}}, "targetRefs": [{"kind": "Gateway", "name": "g"}],
+                       "wasm": wasmplugin(json!({}))}),
+                "only one of",
+            ),
+        ];
+        let rows: Vec<&(&str, Json, &str)> = rows.iter().chain(te_rows.iter()).collect();
         for (kind, spec, want) in rows {
             let errs = cel_checks(kind, spec);
             if want.is_empty() {

@@ -98,21 +98,34 @@ fn check_doc(
         return;
     }
     match kind {
-        "WasmPlugin" => check_plugin_config(doc, name, &what, tools, found),
+        "WasmPlugin" | "TrafficExtension" => check_plugin_config(doc, name, &what, tools, found),
         "EnvoyFilter" => found.all_ok &= check_envoyfilter(doc, name, &what, tools),
         _ => {}
     }
 }
 
 fn check_plugin_config(doc: &Json, name: &str, what: &str, tools: &Tools, found: &mut Findings) {
-    let pc = &doc["spec"]["pluginConfig"];
+    // A TrafficExtension holds the WasmPlugin's fields under `wasm`.
+    let pc = match doc["kind"].as_str() {
+        Some("TrafficExtension") => &doc["spec"]["wasm"]["pluginConfig"],
+        _ => &doc["spec"]["pluginConfig"],
+    };
     let base = if doc["spec"]["selector"]["matchLabels"]["istio"].is_string() {
         "gateway.yaml"
     } else {
         base_file_for(doc["spec"]["match"][0]["mode"].as_str().unwrap_or("SERVER"))
     };
-    let r = shipped_with_plugin_config(&tools.repo, base, pc)
-        .and_then(|d| envoy_validate(tools, &format!("wasmplugin-{name}"), &d, false));
+    let r = shipped_with_plugin_config(&tools.repo, base, pc).and_then(|d| {
+        envoy_validate(
+            tools,
+            &format!(
+                "{}-{name}",
+                doc["kind"].as_str().unwrap_or("plugin").to_lowercase()
+            ),
+            &d,
+            false,
+        )
+    });
     found.all_ok &= line(
         r.is_ok(),
         &format!("{what} pluginConfig accepted by meshtrace in Envoy (envoy/{base}, envoy --mode validate)"),
