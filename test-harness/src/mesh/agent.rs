@@ -51,6 +51,8 @@ pub struct AgentBins {
     pub agent: PathBuf,
     pub envoy: PathBuf,
     pub bootstrap_template: PathBuf,
+    /// The module, for istio/envoyfilter.yaml: it reads /var/local/lib/wasm/meshtrace.wasm.
+    pub module: PathBuf,
 }
 
 impl ProxySpec {
@@ -94,6 +96,7 @@ impl Agent {
             "proxyAdminPort": admin,
             "statusPort": status,
             "concurrency": 1,
+            "tracing": super::istiod::native_tracing_proxy_config(),
             "drainDuration": "1s",
             "terminationDrainDuration": "1s",
         });
@@ -105,12 +108,18 @@ impl Agent {
         // The agent's module cache is a fixed path (/var/lib/istio/data, as in Istio's image). Two
         // proxies sharing it race on the same file when a push reaches both at once (one Envoy read
         // a module the other agent was still writing): each agent gets the cache of its own in a
-        // mount namespace of its own, as each pod has its own filesystem.
+        // mount namespace of its own, as each pod has its own filesystem. The same namespace
+        // holds the file istio/envoyfilter.yaml loads, where a user would mount it.
         let data = wd.join("var/lib/istio/data");
         let mut cmd = Command::new("unshare");
         cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
-            .arg("mount --bind \"$0\" /var/lib/istio/data && exec \"$@\"")
+            .arg(
+                "mount --bind \"$0\" /var/lib/istio/data && mount -t tmpfs meshtrace-e2e /var/local && \
+                 mkdir -p /var/local/lib/wasm && cp \"$1\" /var/local/lib/wasm/meshtrace.wasm && \
+                 shift && exec \"$@\"",
+            )
             .arg(&data)
+            .arg(&bins.module)
             .arg(&bins.agent);
         cmd.arg("proxy")
             .arg(match spec.role {

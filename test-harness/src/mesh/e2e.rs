@@ -50,6 +50,7 @@ impl MeshBins {
                 agent: bin("pilot-agent"),
                 envoy,
                 bootstrap_template: super::istiod::bootstrap_template(t),
+                module: tools.wasm.clone(),
             },
             crane: tools.paths.crane.clone(),
             crds: tools.paths.istio_e2e_crds.clone(),
@@ -175,9 +176,10 @@ impl Mesh {
 
     /// The shipped manifest `istio/<file>` with the e2e's image and `extra` edits.
     pub fn shipped(&self, file: &str, extra: PluginEdits) -> Result<String, String> {
+        let or = |v: &String, d: &String| if v.is_empty() { d.clone() } else { v.clone() };
         let edits = PluginEdits {
-            url: self.image.0.clone(),
-            sha256: self.image.1.clone(),
+            url: or(&extra.url, &self.image.0),
+            sha256: or(&extra.sha256, &self.image.1),
             ..extra
         };
         objects::shipped(&self.repo.join("istio").join(file), &edits)
@@ -204,6 +206,21 @@ impl Mesh {
             let _ = std::fs::write(self.dir.join(format!("{case}-istiod-syncz.json")), s);
         }
         out
+    }
+
+    /// One GET of `/e2e/<case>/<i>` through the gateway; its status (0: no answer).
+    pub fn send_one(&self, case: &str, i: usize) -> u16 {
+        let addr = format!("127.0.0.1:{}", self.ports.gateway);
+        let hs = vec![("host".to_string(), "app.example.com".to_string())];
+        http::send(
+            &addr,
+            "GET",
+            &format!("/e2e/{case}/{i}"),
+            &hs,
+            &[],
+            Duration::from_secs(10),
+        )
+        .map_or(0, |r| r.status)
     }
 
     /// Sends `n` GETs to the gateway under `/e2e/<case>/<i>`; the statuses.
@@ -323,5 +340,14 @@ pub fn run(tools: &Tools, bins: &MeshBins) -> Result<bool, String> {
     let mesh = Mesh::start(tools, bins, &dir)?;
     let mut ok = true;
     ok &= super::cases::trafficextension(&mesh);
+    ok &= super::cases::native_tracing(&mesh);
+    ok &= super::cases::fail_strategies(&mesh);
+    ok &= super::cases::live_update(&mesh);
+    ok &= super::cases::wasmplugin_and_envoyfilter(&mesh);
+    ok &= super::cases::accounting(&mesh);
+    println!(
+        "istio-e2e: {}",
+        if ok { "all cases passed" } else { "FAILED" }
+    );
     Ok(ok)
 }

@@ -71,10 +71,17 @@ pub struct Istiod {
     pub daemon: Daemon,
 }
 
+/// Istio's own tracer, as a default install has it: Zipkin at `zipkin.istio-system:9411`
+/// (`meshConfig.defaultConfig.tracing`), here at 100% sampling so that its effect shows on every
+/// request. Sidecar injection copies `defaultConfig` into each proxy's PROXY_CONFIG; the agents
+/// here get the same block (`agent.rs`).
+pub fn native_tracing_proxy_config() -> serde_json::Value {
+    serde_json::json!({"sampling": 100.0, "zipkin": {"address": "zipkin.istio-system:9411"}})
+}
+
 /// The mesh configuration: Istio's defaults except no default metrics provider (its stats filter
-/// is Istio-proxy-only) and no auto-mTLS. `native_tracing_address` is where Istio's own tracer
-/// (on by default, `enableTracing: true`) would report.
-pub fn mesh_config(xds: &str, native_tracing_address: &str) -> String {
+/// is Istio-proxy-only) and no auto-mTLS.
+pub fn mesh_config(xds: &str) -> String {
     format!(
         "rootNamespace: istio-system
 trustDomain: cluster.local
@@ -85,11 +92,9 @@ defaultProviders:
 defaultConfig:
   discoveryAddress: {xds}
   controlPlaneAuthPolicy: NONE
-  tracing:
-    sampling: 100
-    zipkin:
-      address: {native_tracing_address}
-"
+  tracing: {}
+",
+        native_tracing_proxy_config()
     )
 }
 
@@ -98,7 +103,7 @@ impl Istiod {
         let [grpc, http, monitoring, ctrlz] = ports::free_ports([None, None, None, None])?;
         let xds = format!("127.0.0.1:{grpc}");
         let mesh = dir.join("mesh.yaml");
-        std::fs::write(&mesh, mesh_config(&xds, "zipkin.istio-system:9411"))
+        std::fs::write(&mesh, mesh_config(&xds))
             .map_err(|e| format!("write {}: {e}", mesh.display()))?;
         let mut cmd = Command::new(bin);
         cmd.arg("discovery")
