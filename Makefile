@@ -223,11 +223,12 @@ istio-test: tools build $(ISTIO_CRDS)
 # In a network namespace of its own (the listeners istiod generates bind every address; here that is
 # only this namespace's loopback) and a mount namespace where the agent's module cache, a fixed
 # /var/lib/istio/data in Istio, is a tmpfs that goes away with the run.
+# `make istio-e2e CASE=shared` runs the first case and those whose name contains `shared`.
 istio-e2e: tools build istio-tools
 	cargo build -q -p test-harness
 	unshare --net --mount --propagation private sh -c 'ip link set lo up && mkdir -p /var/lib/istio && \
 	  mount -t tmpfs meshtrace-e2e /var/lib/istio && mkdir /var/lib/istio/data && \
-	  exec cargo run -q --offline -p test-harness -- istio-e2e --envoy "$(ENVOY)"'
+	  exec cargo run -q --offline -p test-harness -- istio-e2e --envoy "$(ENVOY)" $(if $(CASE),--case $(CASE))'
 
 test: tools lint unit build abi validate scenarios interrupt image-test istio-test
 

@@ -55,6 +55,9 @@ pub enum Command {
 pub struct IstioE2eArgs {
     #[command(flatten)]
     pub tools: ToolArgs,
+    /// Run only the cases whose name contains one of these (e.g. `--case shared`); all by default.
+    #[arg(long = "case")]
+    pub cases: Vec<String>,
 }
 
 /// An option value that is a path must not be empty (`--envoy ""` is a typo, not a choice).

@@ -56,7 +56,7 @@ fn main() -> ExitCode {
         Command::IstioValidate(a) => istio_validate(&a.tools, a.crds, a.no_envoy, &a.files),
         Command::TracingCheck(a) => istio::tracing_check(&a.files).map_err(istio_failure),
         Command::ConfigDump(a) => config_dump(&a.tools, a.native_tracing, a.out, a.config),
-        Command::IstioE2e(a) => istio_e2e(&a.tools),
+        Command::IstioE2e(a) => istio_e2e(&a.tools, &a.cases),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -197,10 +197,10 @@ fn config_dump(
     Ok(0)
 }
 
-fn istio_e2e(a: &ToolArgs) -> Result<u8, Failure> {
+fn istio_e2e(a: &ToolArgs, cases: &[String]) -> Result<u8, Failure> {
     let tools = tools_from(a).map_err(|e| (2, e))?;
     tools.require(false).map_err(|e| (2, e))?;
     let bins = test_harness::mesh::e2e::MeshBins::from_paths(&tools).map_err(|e| (2, e))?;
-    let ok = test_harness::mesh::e2e::run(&tools, &bins).map_err(|e| (1, e))?;
+    let ok = test_harness::mesh::e2e::run(&tools, &bins, cases).map_err(|e| (1, e))?;
     Ok(exit_code(ok))
 }

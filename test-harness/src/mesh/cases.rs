@@ -6,7 +6,7 @@ use crate::deploy::istio::tracing_check_report;
 use serde_json::Value;
 use std::time::Duration;
 
-fn line(ok: bool, what: &str, msg: &str) -> bool {
+pub(super) fn line(ok: bool, what: &str, msg: &str) -> bool {
     println!(
         "{} {what}{}",
         if ok { "PASS" } else { "FAIL" },
@@ -64,7 +64,7 @@ pub fn ecds_entries(dump: &str) -> Vec<Ecds> {
 }
 
 /// Waits until `pred` holds for the ECDS entries of both proxies (gateway, sidecar).
-fn wait_ecds(
+pub(super) fn wait_ecds(
     mesh: &Mesh,
     timeout: Duration,
     what: &str,
@@ -106,14 +106,18 @@ fn delete_plugins(mesh: &Mesh) -> Result<(), String> {
         .map(|_| ())
 }
 
-fn apply_shipped(mesh: &Mesh, files: &[&str], edits: &PluginEdits) -> Result<(), String> {
+pub(super) fn apply_shipped(
+    mesh: &Mesh,
+    files: &[&str],
+    edits: &PluginEdits,
+) -> Result<(), String> {
     for f in files {
         mesh.kube.apply(&mesh.shipped(f, edits.clone())?)?;
     }
     Ok(())
 }
 
-const TE_FILES: [&str; 2] = [
+pub(super) const TE_FILES: [&str; 2] = [
     "trafficextension-gateway.yaml",
     "trafficextension-sidecar.yaml",
 ];
@@ -121,7 +125,7 @@ const WP_FILES: [&str; 2] = ["wasmplugin-gateway.yaml", "wasmplugin-sidecar.yaml
 /// The three services of one trace, root first: gateway, sidecar (both meshtrace), the app.
 const CHAIN: [&str; 3] = ["istio-ingressgateway.istio-system", "app.default", "app"];
 
-fn rate_one() -> PluginEdits {
+pub(super) fn rate_one() -> PluginEdits {
     PluginEdits {
         rate: Some(1.0),
         ..Default::default()

@@ -252,6 +252,7 @@ fn app_spec() -> UpstreamSpec {
         report_span: Some(ReportSpan {
             service: "app".into(),
             w3c_only: false,
+            shared_rpc: false,
         }),
     }
 }
@@ -333,18 +334,48 @@ pub fn traces_of(
     Ok(out)
 }
 
-/// Runs every case; true when all passed. The run directory is kept for reading.
-pub fn run(tools: &Tools, bins: &MeshBins) -> Result<bool, String> {
+/// The cases in the order they run. The first applies the shipped manifests the others start
+/// from, so `--case` always runs it.
+type Case = fn(&Mesh) -> bool;
+
+const CASES: [(&str, Case); 7] = [
+    ("trafficextension", super::cases::trafficextension),
+    ("shared-id-app", super::shapes::shared_id_app),
+    ("native-tracing", super::cases::native_tracing),
+    ("fail-strategies", super::cases::fail_strategies),
+    ("live-update", super::cases::live_update),
+    (
+        "wasmplugin-envoyfilter",
+        super::cases::wasmplugin_and_envoyfilter,
+    ),
+    ("accounting", super::cases::accounting),
+];
+
+/// Runs every case (or those whose name contains one of `only`); true when all passed. The run
+/// directory is kept for reading.
+pub fn run(tools: &Tools, bins: &MeshBins, only: &[String]) -> Result<bool, String> {
+    let picked: Vec<_> = CASES
+        .iter()
+        .enumerate()
+        .filter(|(i, (name, _))| {
+            *i == 0 || only.is_empty() || only.iter().any(|o| name.contains(o.as_str()))
+        })
+        .map(|(_, c)| c)
+        .collect();
+    if picked.len() == 1
+        && !only.is_empty()
+        && !only.iter().any(|o| CASES[0].0.contains(o.as_str()))
+    {
+        let names: Vec<&str> = CASES.iter().map(|(n, _)| *n).collect();
+        return Err(format!("--case {only:?} matches none of {names:?}"));
+    }
     let dir = crate::run::rundir::run_dir(&tools.repo, "istio-e2e")?;
     println!("istio-e2e: run directory {}", dir.display());
     let mesh = Mesh::start(tools, bins, &dir)?;
     let mut ok = true;
-    ok &= super::cases::trafficextension(&mesh);
-    ok &= super::cases::native_tracing(&mesh);
-    ok &= super::cases::fail_strategies(&mesh);
-    ok &= super::cases::live_update(&mesh);
-    ok &= super::cases::wasmplugin_and_envoyfilter(&mesh);
-    ok &= super::cases::accounting(&mesh);
+    for (_, case) in picked {
+        ok &= case(&mesh);
+    }
     println!(
         "istio-e2e: {}",
         if ok { "all cases passed" } else { "FAILED" }

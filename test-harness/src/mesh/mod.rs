@@ -14,3 +14,4 @@ pub mod istiod;
 pub mod kube;
 pub mod objects;
 mod proc;
+mod shapes;

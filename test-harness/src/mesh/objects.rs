@@ -131,6 +131,8 @@ pub struct PluginEdits {
     pub fail_strategy: Option<String>,
     /// Replaces the whole `pluginConfig` (for a configuration meshtrace must refuse).
     pub plugin_config: Option<serde_json::Value>,
+    /// Top-level `pluginConfig` keys set after the above (e.g. `span_shape`).
+    pub set: Vec<(String, serde_json::Value)>,
 }
 
 /// The documents of a shipped manifest file with `edits` applied to each WasmPlugin /
@@ -168,6 +170,12 @@ fn apply_edits(p: &mut Yaml, e: &PluginEdits) -> Result<(), String> {
     if let Some(pc) = &e.plugin_config {
         let y = serde_yaml::to_value(pc).map_err(|e| e.to_string())?;
         m.insert("pluginConfig".into(), y);
+    }
+    if let Some(Yaml::Mapping(c)) = m.get_mut("pluginConfig") {
+        for (k, v) in &e.set {
+            let y = serde_yaml::to_value(v).map_err(|e| e.to_string())?;
+            c.insert(k.as_str().into(), y);
+        }
     }
     if let Some(rate) = e.rate {
         if let Some(Yaml::Mapping(s)) = m

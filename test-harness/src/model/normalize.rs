@@ -243,6 +243,10 @@ pub fn jaeger_trace_to_zipkin(trace: &Value) -> Vec<Value> {
             }
         }
         m.insert("tags".into(), Value::Object(tags));
+        // Jaeger's own findings about the span (e.g. an id it had to re-assign).
+        if let Some(w) = s.get("warnings").filter(|w| w.is_array()) {
+            m.insert("warnings".into(), w.clone());
+        }
         let service = s
             .get("processID")
             .and_then(Value::as_str)

@@ -19,6 +19,8 @@ pub type RouteTable = Arc<Mutex<HashMap<String, SocketAddr>>>;
 pub struct Incoming {
     pub trace_id: String,
     pub span_id: String,
+    /// The caller's parent (`x-b3-parentspanid` or the 4th `b3` field), when it sent one.
+    pub parent_span_id: Option<String>,
     pub sampled: bool,
 }
 
@@ -43,6 +45,9 @@ pub fn incoming_context_in(r: &RecordedRequest, w3c_only: bool) -> Option<Incomi
         return Some(Incoming {
             trace_id: t.to_ascii_lowercase(),
             span_id: sp.to_ascii_lowercase(),
+            parent_span_id: r
+                .header("x-b3-parentspanid")
+                .map(|p| p.to_ascii_lowercase()),
             sampled,
         });
     }
@@ -52,6 +57,7 @@ pub fn incoming_context_in(r: &RecordedRequest, w3c_only: bool) -> Option<Incomi
             return Some(Incoming {
                 trace_id: parts[0].to_ascii_lowercase(),
                 span_id: parts[1].to_ascii_lowercase(),
+                parent_span_id: parts.get(3).map(|p| p.to_ascii_lowercase()),
                 sampled: matches!(parts.get(2), Some(&"1") | Some(&"d")),
             });
         }
@@ -67,6 +73,7 @@ fn traceparent_context(r: &RecordedRequest) -> Option<Incoming> {
             return Some(Incoming {
                 trace_id: parts[1].to_ascii_lowercase(),
                 span_id: parts[2].to_ascii_lowercase(),
+                parent_span_id: None,
                 sampled: flags & 1 == 1,
             });
         }
@@ -94,15 +101,39 @@ pub fn random_span_id() -> String {
     }
 }
 
+/// The span an instrumented app reports: its id and parent.
+struct OwnSpan {
+    id: String,
+    parent: Option<String>,
+}
+
+/// A new child of the caller's span, or (`shared_rpc`) the caller's span id reused with its
+/// parent, as Zipkin-style clients do.
+fn own_span(ctx: &Incoming, shared_rpc: bool) -> OwnSpan {
+    if shared_rpc {
+        OwnSpan {
+            id: ctx.span_id.clone(),
+            parent: ctx.parent_span_id.clone(),
+        }
+    } else {
+        OwnSpan {
+            id: random_span_id(),
+            parent: Some(ctx.span_id.clone()),
+        }
+    }
+}
+
 /// The propagated headers an instrumented app sends to its next hop: the incoming context with
 /// the app's own span as the parent.
-fn rewrite_context(headers: &mut [(String, String)], ctx: &Incoming, own: &str) {
+fn rewrite_context(headers: &mut [(String, String)], ctx: &Incoming, own: &OwnSpan) {
     let flag = if ctx.sampled { "1" } else { "0" };
+    let parent = own.parent.clone().unwrap_or_default();
+    let own = &own.id;
     for (k, v) in headers.iter_mut() {
         match k.as_str() {
             "x-b3-spanid" => *v = own.to_string(),
-            "x-b3-parentspanid" => *v = ctx.span_id.clone(),
-            "b3" => *v = format!("{}-{own}-{flag}-{}", ctx.trace_id, ctx.span_id),
+            "x-b3-parentspanid" => *v = parent.clone(),
+            "b3" => *v = format!("{}-{own}-{flag}-{parent}", ctx.trace_id),
             "traceparent" => {
                 if let Some(flags) = v.trim().rsplit('-').next().map(str::to_string) {
                     *v = format!("00-{}-{own}-{flags}", ctx.trace_id);
@@ -120,16 +151,15 @@ fn report_span(
     service: &str,
     rec: &RecordedRequest,
     ctx: &Incoming,
-    own: &str,
+    own: &OwnSpan,
     start_us: u64,
     duration_us: u64,
     status: u16,
 ) -> AppReport {
     let path_only = rec.path.split('?').next().unwrap_or("/");
-    let span = serde_json::json!([{
+    let mut span = serde_json::json!({
         "traceId": ctx.trace_id,
-        "id": own,
-        "parentId": ctx.span_id,
+        "id": own.id,
         "kind": "SERVER",
         "name": format!("{} {path_only}", rec.method.to_ascii_lowercase()),
         "timestamp": start_us,
@@ -140,8 +170,14 @@ fn report_span(
             "http.path": path_only,
             "http.status_code": status.to_string(),
         }
-    }]);
-    let body = span.to_string();
+    });
+    if let Some(p) = &own.parent {
+        span["parentId"] = p.clone().into();
+    }
+    if own.parent.as_ref() != Some(&ctx.span_id) {
+        span["shared"] = true.into();
+    }
+    let body = serde_json::Value::Array(vec![span]).to_string();
     let status = http::send(
         &collector.to_string(),
         "POST",
@@ -153,8 +189,8 @@ fn report_span(
     .map(|r| r.status);
     AppReport {
         trace_id: ctx.trace_id.clone(),
-        span_id: own.to_string(),
-        parent_id: ctx.span_id.clone(),
+        span_id: own.id.clone(),
+        parent_id: own.parent.clone().unwrap_or_default(),
         status,
     }
 }
@@ -230,6 +266,8 @@ pub struct UpstreamServer {
     pub name: String,
     pub addr: SocketAddr,
     records: Arc<Mutex<Vec<RecordedRequest>>>,
+    /// The spec each request is answered by; [`UpstreamServer::set_shared_rpc`] redeploys it.
+    spec: Arc<Mutex<UpstreamSpec>>,
     /// Stops listening when dropped.
     _server: Server,
 }
@@ -242,8 +280,10 @@ impl UpstreamServer {
         report_to: Option<SocketAddr>,
     ) -> Result<UpstreamServer, String> {
         let records: Arc<Mutex<Vec<RecordedRequest>>> = Arc::default();
-        let (recs, spec2) = (records.clone(), spec.clone());
+        let live = Arc::new(Mutex::new(spec.clone()));
+        let (recs, spec2) = (records.clone(), live.clone());
         let handler: Arc<Handler> = Arc::new(move |rec: RecordedRequest, stream| {
+            let spec = spec2.lock().unwrap_or_else(|p| p.into_inner()).clone();
             let start_us = now_us();
             let t0 = std::time::Instant::now();
             let idx = {
@@ -252,7 +292,7 @@ impl UpstreamServer {
                 g.len() - 1
             };
             let app = Handling {
-                spec: &spec2,
+                spec: &spec,
                 recs: &recs,
                 routes: &routes,
                 report_to,
@@ -266,8 +306,18 @@ impl UpstreamServer {
             name: spec.name.clone(),
             addr: server.addr(),
             records,
+            spec: live,
             _server: server,
         })
+    }
+
+    /// Switches the instrumented app to (or from) Zipkin-style shared RPC span ids, as if it
+    /// were redeployed with jaeger-client's `ZipkinSharedRPCSpan` changed.
+    pub fn set_shared_rpc(&self, on: bool) {
+        let mut g = self.spec.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = g.report_span.as_mut() {
+            r.shared_rpc = on;
+        }
     }
 
     /// How many requests this upstream has received so far.
@@ -304,7 +354,8 @@ fn handle(stream: &mut TcpStream, rec: RecordedRequest, idx: usize, app: &Handli
         incoming_context_in(&rec, w3c_only),
     ) {
         (Some(rs), Some(to), Some(ctx)) if ctx.sampled => {
-            Some((rs.service.clone(), to, ctx, random_span_id()))
+            let own = own_span(&ctx, rs.shared_rpc);
+            Some((rs.service.clone(), to, ctx, own))
         }
         _ => None,
     };
@@ -512,6 +563,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn shared_rpc_reuses_the_callers_id_and_parent() {
+        let ctx = Incoming {
+            trace_id: "t".into(),
+            span_id: "b".into(),
+            parent_span_id: Some("a".into()),
+            sampled: true,
+        };
+        let shared = own_span(&ctx, true);
+        assert_eq!(
+            (shared.id.as_str(), shared.parent.as_deref()),
+            ("b", Some("a"))
+        );
+        let child = own_span(&ctx, false);
+        assert_ne!(child.id, "b");
+        assert_eq!(child.parent.as_deref(), Some("b"));
+        let mut hs = vec![
+            ("x-b3-spanid".to_string(), "b".to_string()),
+            ("x-b3-parentspanid".to_string(), "a".to_string()),
+        ];
+        rewrite_context(&mut hs, &ctx, &shared);
+        assert_eq!(hs[0].1, "b");
+        assert_eq!(hs[1].1, "a");
+    }
+
+    #[test]
     fn utc_and_contexts() {
         assert_eq!(utc_string(0), "1970-01-01T00:00:00Z");
         assert_eq!(utc_string(951_782_400), "2000-02-29T00:00:00Z");
@@ -540,7 +616,11 @@ mod tests {
             ("x-b3-spanid".to_string(), "a2fb4a1d1a96d312".to_string()),
             ("traceparent".to_string(), tp.to_string()),
         ];
-        rewrite_context(&mut hs, &ctx, "00000000000000aa");
+        let own = OwnSpan {
+            id: "00000000000000aa".into(),
+            parent: Some(ctx.span_id.clone()),
+        };
+        rewrite_context(&mut hs, &ctx, &own);
         assert_eq!(hs[0].1, "00000000000000aa");
         assert_eq!(
             hs[1].1,

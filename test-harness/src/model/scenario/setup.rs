@@ -114,6 +114,10 @@ pub struct ReportSpan {
     /// span as the parent) and `tracestate` to its next hop, never B3.
     #[serde(default)]
     pub w3c_only: bool,
+    /// A Zipkin-style app (jaeger-client's `ZipkinSharedRPCSpan(true)`): its SERVER span reuses
+    /// the incoming span id and keeps the incoming parent (`x-b3-parentspanid`), marked `shared`.
+    #[serde(default)]
+    pub shared_rpc: bool,
 }
 
 /// A fixed response for requests whose path starts with `when_path_prefix`.
