@@ -206,10 +206,11 @@ $(ISTIO_CRDS):
 
 istio-crds: $(ISTIO_CRDS)
 
-# istio/*.yaml against Istio's CRD schemas + CEL rules, pluginConfig and EnvoyFilter patches through
+# istio/*.yaml against the CRD schemas + CEL rules of Istio $(ISTIO_API_VERSION) and of the istio.io/api the e2e's istiod requires, pluginConfig and EnvoyFilter patches through
 # real Envoy; tracing-check on a real Envoy's config_dump, without (pass) and with native tracing (reported).
-istio-test: tools build $(ISTIO_CRDS)
+istio-test: tools build $(ISTIO_CRDS) $(ISTIO_E2E_CRDS)
 	cargo run -q -p test-harness -- istio-validate --envoy "$(ENVOY)" --crds $(ISTIO_CRDS) istio/*.yaml
+	cargo run -q -p test-harness -- istio-validate --no-envoy --crds $(ISTIO_E2E_CRDS) istio/*.yaml
 	mkdir -p .harness-runs/istio
 	cargo run -q -p test-harness -- config-dump --envoy "$(ENVOY)" --out .harness-runs/istio/dump-clean.json envoy/sidecar-inbound.yaml
 	cargo run -q -p test-harness -- tracing-check .harness-runs/istio/dump-clean.json
@@ -230,7 +231,7 @@ istio-e2e: tools build istio-tools
 	  mount -t tmpfs meshtrace-e2e /var/lib/istio && mkdir /var/lib/istio/data && \
 	  exec cargo run -q --offline -p test-harness -- istio-e2e --envoy "$(ENVOY)" $(if $(CASE),--case $(CASE))'
 
-test: tools lint unit build abi validate scenarios interrupt image-test istio-test
+test: tools lint unit build abi validate scenarios interrupt image-test istio-test istio-e2e
 
 # Refreshes docs/zipkin-ui-trace.png: topology b in real Zipkin, as headless Chromium renders it.
 ui-screenshot: tools build

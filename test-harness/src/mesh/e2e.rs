@@ -338,8 +338,9 @@ pub fn traces_of(
 /// from, so `--case` always runs it.
 type Case = fn(&Mesh) -> bool;
 
-const CASES: [(&str, Case); 7] = [
+const CASES: [(&str, Case); 8] = [
     ("trafficextension", super::cases::trafficextension),
+    ("crd-rules", super::admission::crd_rules),
     ("shared-id-app", super::shapes::shared_id_app),
     ("native-tracing", super::cases::native_tracing),
     ("fail-strategies", super::cases::fail_strategies),

@@ -7,6 +7,7 @@
 //! Data flows one way: `kube` (the API) ← `objects` (what is applied) → `istiod` (reads it) →
 //! `agent` (proxies, configured by istiod) → the cases in `e2e` (traffic and read-back).
 
+mod admission;
 pub mod agent;
 mod cases;
 pub mod e2e;
