@@ -153,3 +153,37 @@ impl Istiod {
 pub fn bootstrap_template(tools_dir: &Path) -> PathBuf {
     tools_dir.join("istio-envoy-bootstrap.json")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// istio/README.md lists every setting istiod runs with ("Settings, and why").
+    #[test]
+    fn every_istiod_setting_is_documented() {
+        let readme = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../istio/README.md"),
+        )
+        .unwrap();
+        for (k, _, _) in ISTIOD_ENV {
+            assert!(readme.contains(k), "{k} is not in istio/README.md");
+        }
+        for key in [
+            "enableTracing",
+            "enableAutoMtls",
+            "defaultProviders.metrics",
+            "controlPlaneAuthPolicy",
+        ] {
+            assert!(readme.contains(key), "{key} is not in istio/README.md");
+        }
+        let mesh = mesh_config("127.0.0.1:1");
+        for key in [
+            "enableTracing: true",
+            "enableAutoMtls: false",
+            "metrics: []",
+            "controlPlaneAuthPolicy: NONE",
+        ] {
+            assert!(mesh.contains(key), "{key} is not in the mesh config");
+        }
+    }
+}
