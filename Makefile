@@ -46,12 +46,17 @@ KUBE_BUILD := $(TOOLS)/kube-build
 KUBE_LDFLAGS := -X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37
 # Headless Chromium (Debian package) for the Zipkin UI check.
 CHROMIUM_STAMP := $(TOOLS)/.chromium
+WRK_STAMP := $(TOOLS)/.wrk
+# The bench's two baseline modules (bench/empty, bench/floor), built beside meshtrace.
+BENCH_EMPTY := target/wasm32-wasip1/release/bench_empty.wasm
+BENCH_FLOOR := target/wasm32-wasip1/release/bench_floor.wasm
+BENCH_ARGS = --envoy "$(ENVOY)" --wasm $(WASM) --empty $(BENCH_EMPTY) --floor $(BENCH_FLOOR)
 # Which seed topology `make demo` runs: a (Istio + Jaeger) or b (Linkerd-style + Zipkin).
 DEMO ?= a
 # HOLD=1 keeps the demo running (Envoys, apps, collector) until Ctrl-C.
 HOLD ?=
 
-.PHONY: abi fixtures ui-screenshot collectors all tools build lint unit scenarios validate test demo clean image push image-test istio-crds istio-test interrupt istio-tools istio-e2e
+.PHONY: bench bench-smoke bench-modules abi fixtures ui-screenshot collectors all tools build lint unit scenarios validate test demo clean image push image-test istio-crds istio-test interrupt istio-tools istio-e2e
 
 all: build
 
@@ -61,6 +66,12 @@ $(CHROMIUM_STAMP):
 	mkdir -p $(TOOLS)
 	command -v chromium >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 	chromium --version
+	touch $@
+
+$(WRK_STAMP):
+	mkdir -p $(TOOLS)
+	command -v wrk >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk; }
+	command -v wrk taskset >/dev/null
 	touch $@
 
 # Real collectors for the end-to-end scenarios and the demo.
@@ -231,7 +242,19 @@ istio-e2e: tools build istio-tools
 	  mount -t tmpfs meshtrace-e2e /var/lib/istio && mkdir /var/lib/istio/data && \
 	  exec cargo run -q --offline -p test-harness -- istio-e2e --envoy "$(ENVOY)" $(if $(CASE),--case $(CASE))'
 
-test: tools lint unit build abi validate scenarios interrupt image-test istio-test istio-e2e
+test: tools lint unit build abi validate scenarios interrupt image-test istio-test istio-e2e bench-smoke
+
+bench-modules: $(TARGETS_STAMP)
+	cargo build -q -p bench-empty -p bench-floor --release --target wasm32-wasip1
+
+# meshtrace's cost side by side with no filter, the baselines and Envoy's own tracers: about 15
+# minutes; writes bench/results/<date>.{md,json,svg} (method: bench/README.md).
+bench: tools build bench-modules $(WRK_STAMP)
+	cargo run -q -p test-harness -- bench $(BENCH_ARGS)
+
+# The same in seconds, one round: proves the bench works, asserts nothing about speed.
+bench-smoke: tools build bench-modules $(WRK_STAMP)
+	cargo run -q -p test-harness -- bench --smoke $(BENCH_ARGS)
 
 # Refreshes docs/zipkin-ui-trace.png: topology b in real Zipkin, as headless Chromium renders it.
 ui-screenshot: tools build

@@ -49,6 +49,34 @@ pub enum Command {
     /// Needs `make istio-tools`. Run it in a network namespace of its own (`make istio-e2e`
     /// does): the proxies Istio configures bind their listeners on every address.
     IstioE2e(IstioE2eArgs),
+    /// meshtrace's cost side by side with no filter, an empty filter, the propagation floor and
+    /// Envoy's own tracers (`make bench`; results in bench/results/). Needs 2 cores and wrk.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub tools: ToolArgs,
+    /// The empty proxy-wasm filter (bench/empty, built for wasm32-wasip1)
+    #[arg(long, value_name = "PATH", value_parser = non_empty_path)]
+    pub empty: PathBuf,
+    /// The propagation floor (bench/floor)
+    #[arg(long, value_name = "PATH", value_parser = non_empty_path)]
+    pub floor: PathBuf,
+    #[arg(long, value_name = "PATH", default_value = "wrk", value_parser = non_empty_path)]
+    pub wrk: PathBuf,
+    /// Seconds long, one round: proves the bench works (results in the run directory)
+    #[arg(long)]
+    pub smoke: bool,
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+    /// Seconds of each measured window
+    #[arg(long, default_value_t = 5)]
+    pub window: u32,
+    /// Results directory
+    #[arg(long, value_name = "DIR", default_value = "bench/results", value_parser = non_empty_path)]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]

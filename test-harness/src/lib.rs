@@ -5,6 +5,7 @@
 //! Modules are split so the pure parts (matchers, config patching, expectation evaluation, trace
 //! rendering) are unit-tested without Envoy.
 
+pub mod bench;
 pub mod deploy;
 pub mod mesh;
 pub mod model;

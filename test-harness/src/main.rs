@@ -57,6 +57,7 @@ fn main() -> ExitCode {
         Command::TracingCheck(a) => istio::tracing_check(&a.files).map_err(istio_failure),
         Command::ConfigDump(a) => config_dump(&a.tools, a.native_tracing, a.out, a.config),
         Command::IstioE2e(a) => istio_e2e(&a.tools, &a.cases),
+        Command::Bench(a) => bench(&a),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -195,6 +196,32 @@ fn config_dump(
     };
     istio::config_dump(&tools, &opts).map_err(istio_failure)?;
     Ok(0)
+}
+
+fn bench(a: &cli::BenchArgs) -> Result<u8, Failure> {
+    let tools = tools_from(&a.tools).map_err(|e| (2, e))?;
+    tools.require(false).map_err(|e| (2, e))?;
+    let envoy = tools
+        .envoy
+        .clone()
+        .ok_or((2, "no Envoy (run make tools)".to_string()))?;
+    let mut o = test_harness::bench::Options::full(tools.repo.join(&a.out));
+    o.envoy = envoy;
+    o.meshtrace = tools.wasm.clone();
+    o.empty = absolute(a.empty.clone());
+    o.floor = absolute(a.floor.clone());
+    o.wrk = a.wrk.clone();
+    o.rounds = a.rounds;
+    o.window = a.window;
+    if a.smoke {
+        o = o.smoke();
+    }
+    let r = test_harness::bench::run(&o, &tools.repo).map_err(|e| (1, e))?;
+    let problems = test_harness::bench::smoke_problems(&r);
+    for p in &problems {
+        eprintln!("bench: {p}");
+    }
+    Ok(exit_code(problems.is_empty()))
 }
 
 fn istio_e2e(a: &ToolArgs, cases: &[String]) -> Result<u8, Failure> {

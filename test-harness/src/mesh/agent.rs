@@ -5,8 +5,8 @@
 //! Each proxy runs in a working directory of its own (the agent's paths are relative:
 //! `./etc/istio/proxy`, `./var/lib/istio/data`, ...), with every port of its own.
 
-use super::proc::Daemon;
 use crate::process::ports;
+use crate::process::Daemon;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::Command;

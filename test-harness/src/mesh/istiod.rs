@@ -5,8 +5,8 @@
 //! filters, so the features that need them are turned off instead of faked.
 
 use super::kube::Kube;
-use super::proc::Daemon;
 use crate::process::ports;
+use crate::process::Daemon;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;

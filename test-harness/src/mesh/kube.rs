@@ -6,7 +6,7 @@
 //! istiod's use of it (watching CRDs, Services, writing its CA secret) is what is under test,
 //! not Kubernetes RBAC.
 
-use super::proc::Daemon;
+use crate::process::Daemon;
 use crate::process::{self, ports};
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -14,5 +14,4 @@ pub mod e2e;
 pub mod istiod;
 pub mod kube;
 pub mod objects;
-mod proc;
 mod shapes;

@@ -1,4 +1,4 @@
-//! Starting the mesh's daemons: each through the process supervisor, its output in a log file of
+//! Long-running servers (the mesh's daemons, the bench's Envoys): each through the process supervisor, its output in a log file of
 //! the run directory, and a bounded wait for it to answer.
 
 use crate::process::Supervised;
@@ -64,6 +64,11 @@ impl Daemon {
             self.name,
             self.log_tail(30)
         ))
+    }
+
+    /// The process id (what `/proc/<pid>/stat` is read for).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Whether the process has exited.

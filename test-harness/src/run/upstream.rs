@@ -425,7 +425,7 @@ pub fn utc_now() -> String {
     utc_string(secs)
 }
 
-fn utc_string(secs: u64) -> String {
+pub(crate) fn utc_string(secs: u64) -> String {
     let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let z = days + 719_468;
