@@ -66,6 +66,9 @@ pub struct BenchArgs {
     pub floor: PathBuf,
     #[arg(long, value_name = "PATH", default_value = "wrk", value_parser = non_empty_path)]
     pub wrk: PathBuf,
+    /// Another meshtrace build, compared with --wasm at 1% and 100% in the same run (repeatable)
+    #[arg(long, value_name = "NAME=PATH", value_parser = name_path)]
+    pub alt: Vec<(String, PathBuf)>,
     /// Seconds long, one round: proves the bench works (results in the run directory)
     #[arg(long)]
     pub smoke: bool,
@@ -86,6 +89,13 @@ pub struct IstioE2eArgs {
     /// Run only the cases whose name contains one of these (e.g. `--case shared`); all by default.
     #[arg(long = "case")]
     pub cases: Vec<String>,
+}
+
+fn name_path(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((n, p)) if !n.is_empty() && !p.is_empty() => Ok((n.to_string(), PathBuf::from(p))),
+        _ => Err("needs NAME=PATH".into()),
+    }
 }
 
 /// An option value that is a path must not be empty (`--envoy ""` is a typo, not a choice).

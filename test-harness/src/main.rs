@@ -211,6 +211,11 @@ fn bench(a: &cli::BenchArgs) -> Result<u8, Failure> {
     o.empty = absolute(a.empty.clone());
     o.floor = absolute(a.floor.clone());
     o.wrk = a.wrk.clone();
+    o.alt = a
+        .alt
+        .iter()
+        .map(|(n, p)| (n.clone(), absolute(p.clone())))
+        .collect();
     o.rounds = a.rounds;
     o.window = a.window;
     if a.smoke {

@@ -2,7 +2,7 @@
 //! binary, listener and routes; they differ only in the HTTP filter before the router or the
 //! connection manager's native tracer. Every tracer reports to the same sink.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// What runs in front of the router.
 #[derive(Debug, Clone, PartialEq)]
@@ -11,8 +11,8 @@ pub enum Variant {
     None,
     /// A proxy-wasm module with no configuration (the bench's empty filter and propagation floor).
     Wasm { module: String },
-    /// meshtrace at a sampling rate (0.0..=1.0).
-    Meshtrace { rate: f64 },
+    /// meshtrace at a sampling rate (0.0..=1.0); `module`: another build than the default.
+    Meshtrace { rate: f64, module: Option<String> },
     /// Envoy's Zipkin tracer at a percentage, with `tracing.zipkin.min_flush_spans`.
     Zipkin { percent: f64, min_flush_spans: u32 },
     /// Envoy's OpenTelemetry tracer (OTLP/HTTP) at a percentage.
@@ -27,8 +27,9 @@ pub struct Config {
     pub variant: Variant,
 }
 
-/// Every configuration the issue asks for, in table order; `empty`/`floor` are module paths.
-pub fn all(empty: &Path, floor: &Path) -> Vec<Config> {
+/// Every configuration the issue asks for, in table order; `empty`/`floor` are module paths;
+/// each `alt` (name, module) adds meshtrace at 1% and 100% from that module, named `…@name`.
+pub fn all(empty: &Path, floor: &Path, alt: &[(String, PathBuf)]) -> Vec<Config> {
     let c = |name: &str, variant| Config {
         name: name.into(),
         variant,
@@ -47,9 +48,9 @@ pub fn all(empty: &Path, floor: &Path) -> Vec<Config> {
                 module: floor.display().to_string(),
             },
         ),
-        c("meshtrace-0", Variant::Meshtrace { rate: 0.0 }),
-        c("meshtrace-1%", Variant::Meshtrace { rate: 0.01 }),
-        c("meshtrace-100%", Variant::Meshtrace { rate: 1.0 }),
+        c("meshtrace-0", meshtrace(0.0)),
+        c("meshtrace-1%", meshtrace(0.01)),
+        c("meshtrace-100%", meshtrace(1.0)),
         c(
             "zipkin-1%",
             Variant::Zipkin {
@@ -73,6 +74,21 @@ pub fn all(empty: &Path, floor: &Path) -> Vec<Config> {
         ),
         c("otel-100%", Variant::Otel { percent: 100.0 }),
     ]
+    .into_iter()
+    .chain(alt.iter().flat_map(|(name, path)| {
+        [(0.01, "1%"), (1.0, "100%")].map(|(rate, label)| Config {
+            name: format!("meshtrace-{label}@{name}"),
+            variant: Variant::Meshtrace {
+                rate,
+                module: Some(path.display().to_string()),
+            },
+        })
+    }))
+    .collect()
+}
+
+fn meshtrace(rate: f64) -> Variant {
+    Variant::Meshtrace { rate, module: None }
 }
 
 /// The two routes every configuration serves.
@@ -134,8 +150,10 @@ fn tracing(v: &Variant) -> String {
 pub fn envoy_yaml(cfg: &Config, meshtrace: &Path, port: u16, admin: u16, sink: u16) -> String {
     let filter = match &cfg.variant {
         Variant::Wasm { module } => wasm_filter(module, ""),
-        Variant::Meshtrace { rate } => wasm_filter(
-            &meshtrace.display().to_string(),
+        Variant::Meshtrace { rate, module } => wasm_filter(
+            &module
+                .clone()
+                .unwrap_or_else(|| meshtrace.display().to_string()),
             &format!(
                 r#"{{"sampling": {{"rate": {rate}}}, "collector": {{"cluster": "sink", "authority": "sink", "path": "/api/v2/spans"}}}}"#
             ),

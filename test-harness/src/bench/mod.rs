@@ -26,6 +26,8 @@ pub struct Options {
     pub meshtrace: PathBuf,
     pub empty: PathBuf,
     pub floor: PathBuf,
+    /// Other meshtrace builds compared with `meshtrace` in the same run (name, module).
+    pub alt: Vec<(String, PathBuf)>,
     pub wrk: PathBuf,
     pub rounds: usize,
     /// Seconds of each measured wrk window (wrk counts whole seconds).
@@ -49,6 +51,7 @@ impl Options {
             meshtrace: PathBuf::new(),
             empty: PathBuf::new(),
             floor: PathBuf::new(),
+            alt: Vec::new(),
             wrk: PathBuf::from("wrk"),
             rounds: 5,
             window: 5,
@@ -204,7 +207,7 @@ pub fn run(o: &Options, repo: &Path) -> Result<report::Report, String> {
         sink_admin,
     )?;
     let mut benches = Vec::new();
-    for cfg in configs::all(&o.empty, &o.floor) {
+    for cfg in configs::all(&o.empty, &o.floor, &o.alt) {
         let [port, admin] = ports::free_ports([None, None])?;
         let yaml = configs::envoy_yaml(&cfg, &o.meshtrace, port, admin, sink);
         let daemon = start_envoy(o, &cfg.name, &yaml, ENVOY_CORE, 1, &dir, admin)?;
@@ -258,7 +261,14 @@ pub fn run(o: &Options, repo: &Path) -> Result<report::Report, String> {
             ("meshtrace".into(), size(&o.meshtrace)),
             ("empty-filter".into(), size(&o.empty)),
             ("propagation-floor".into(), size(&o.floor)),
-        ],
+        ]
+        .into_iter()
+        .chain(
+            o.alt
+                .iter()
+                .map(|(n, p)| (format!("meshtrace@{n}"), size(p))),
+        )
+        .collect(),
         envoy_version(&o.envoy),
     );
     let out = if o.smoke { dir.clone() } else { o.out.clone() };
@@ -275,9 +285,11 @@ fn envoy_version(envoy: &Path) -> String {
         Duration::from_secs(10),
     )
     .map(|o| {
-        String::from_utf8_lossy(&o.stdout)
-            .split_whitespace()
-            .find(|w| w.contains('/'))
+        // `<path>  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL`
+        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        text.split("version:")
+            .nth(1)
+            .and_then(|v| v.trim().split('/').nth(1))
             .unwrap_or("?")
             .to_string()
     })
@@ -288,7 +300,7 @@ fn envoy_version(envoy: &Path) -> String {
 /// full; never about speed.
 pub fn smoke_problems(r: &report::Report) -> Vec<String> {
     let mut p = Vec::new();
-    let names: Vec<String> = configs::all(Path::new(""), Path::new(""))
+    let names: Vec<String> = configs::all(Path::new(""), Path::new(""), &[])
         .into_iter()
         .map(|c| c.name)
         .collect();

@@ -214,7 +214,7 @@ impl Report {
         samples: Vec<Sample>,
         memory: Vec<Memory>,
         tracer_stats: BTreeMap<String, Vec<(String, u64)>>,
-        sizes: [(String, u64); 3],
+        sizes: Vec<(String, u64)>,
         envoy: String,
     ) -> Report {
         let rows = rows(&samples);
@@ -275,6 +275,30 @@ impl Report {
                 t.bound,
                 if t.met { "yes" } else { "no" }
             ));
+        }
+        let alts: Vec<&Row> = self
+            .rows
+            .iter()
+            .filter(|r| r.route == DIRECT && r.config.contains('@'))
+            .collect();
+        if !alts.is_empty() {
+            m.push_str("\n## Other builds, same run (direct route, extra CPU µs/req, medians)\n\n| build | extra | default build's | ratio |\n|---|---|---|---|\n");
+        }
+        for a in alts {
+            let base = a.config.split('@').next().unwrap_or_default();
+            if let Some(b) = self
+                .rows
+                .iter()
+                .find(|r| r.route == DIRECT && r.config == base)
+            {
+                m.push_str(&format!(
+                    "| {} | {:.1} | {:.1} | {:.2} |\n",
+                    a.config,
+                    a.extra_us.median,
+                    b.extra_us.median,
+                    a.extra_us.median / b.extra_us.median
+                ));
+            }
         }
         for route in [DIRECT, UPSTREAM] {
             m.push_str(&format!("\n## Route `{route}`\n\nCPU µs per request: min / median / spread; extra = minus `none` in the same round.\n\n| configuration | CPU µs/req | extra µs/req | rps (median) | p50 / p99 ms at saturation | p50 / p99 ms at {} rps | errors |\n|---|---|---|---|---|---|---|\n", self.paced_rate));
