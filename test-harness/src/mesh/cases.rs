@@ -524,11 +524,70 @@ fn bad_config(mesh: &Mesh) -> bool {
     let nack = mesh.gateway.daemon.log_text().lines().any(|l| {
         l.contains("rejected: Unable to create Wasm plugin istio-system.meshtrace-gateway")
     });
-    ok & line(
+    ok &= line(
         nack && gw_spans == 10,
         "Envoy rejects the update (NACK) and keeps the last good meshtrace configuration: every request still traced",
         &format!("NACK logged: {nack}; {gw_spans} gateway spans for 10 requests"),
+    );
+    // FAIL_CLOSE: the refused extension config leaves the filter with no configuration at all
+    // (istiod gives a fail-closed extension no default), and Envoy answers 500, not the agent's
+    // 403 of an unfetchable module.
+    for (strategy, want) in [("FAIL_OPEN", 200), ("FAIL_CLOSE", 500)] {
+        ok &= bad_config_fresh(mesh, strategy, want);
+    }
+    ok
+}
+
+/// A refused configuration on a proxy that never had a good one: no last good config to keep,
+/// so the fail strategy decides (`want`: the status every request gets).
+fn bad_config_fresh(mesh: &Mesh, strategy: &str, want: u16) -> bool {
+    let what = format!("rate 1.5 on a gateway that never ran meshtrace, {strategy}");
+    let none_left = |es: &[Ecds]| !es.iter().any(|e| e.name.contains("meshtrace"));
+    if let Err(e) = delete_plugins(mesh).and_then(|()| {
+        wait_ecds(mesh, Duration::from_secs(60), "plugins gone", none_left).map(|_| ())
+    }) {
+        return line(false, &format!("{what}: previous extensions removed"), &e);
+    }
+    let bad = PluginEdits {
+        plugin_config: Some(serde_json::json!({"sampling": {"rate": 1.5}})),
+        fail_strategy: Some(strategy.into()),
+        ..Default::default()
+    };
+    if let Err(e) = apply_shipped(mesh, &TE_FILES[..1], &bad) {
+        return line(false, &format!("{what}: applied"), &e);
+    }
+    let case = format!("fresh-{}", strategy.to_ascii_lowercase().replace('_', ""));
+    let mut statuses = Vec::new();
+    // istiod's push takes a moment: the answer settles once the gateway's listener has the filter.
+    let settled = wait_for(Duration::from_secs(30), || {
+        statuses = mesh.send(&case, 5);
+        Ok(statuses.iter().all(|s| *s == want))
+    });
+    mesh.save_dumps(&case);
+    let body = crate::run::http::send(
+        &format!("127.0.0.1:{}", mesh.ports.gateway),
+        "GET",
+        &format!("/e2e/{case}/body"),
+        &[("host".to_string(), "app.example.com".to_string())],
+        &[],
+        Duration::from_secs(10),
     )
+    .map(|r| String::from_utf8_lossy(&r.body).to_string())
+    .unwrap_or_else(|e| e);
+    std::thread::sleep(Duration::from_secs(2));
+    let gw_spans = traces_of(&mesh.jaeger, &case)
+        .unwrap_or_default()
+        .values()
+        .flatten()
+        .filter(|s| s["localEndpoint"]["serviceName"] == CHAIN[0])
+        .count();
+    let result = line(
+        settled.is_ok() && gw_spans == 0,
+        &format!("{what}: every request answered {want}, none traced"),
+        &format!("last statuses {statuses:?}, body {body:?}; {gw_spans} gateway spans"),
+    );
+    let _ = delete_plugins(mesh);
+    result
 }
 
 /// Case 4: the TrafficExtensions' sampling rate changes 1.0 → 0.0 while a client sends steady

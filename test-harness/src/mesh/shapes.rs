@@ -29,6 +29,8 @@ enum Want {
     DuplicateId(usize),
 }
 
+/// In this order: the one row that changes the gateway comes last (`configure` checks the gateway
+/// only when a row changes it).
 const ROWS: [Row; 5] = [
     Row {
         shape: "one",
