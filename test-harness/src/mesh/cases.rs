@@ -82,14 +82,20 @@ pub(super) fn wait_ecds(
         .map_err(|e| format!("{what}: {e}; gateway {:?}; sidecar {:?}", last.0, last.1))
 }
 
-/// Every meshtrace extension there runs the module from the agent's cache.
+/// Every meshtrace extension there runs the module from the agent's cache; a sidecar (namespace
+/// `default`) has both of its extensions, inbound and outbound (they may arrive in two pushes).
 fn loaded(kind: &str) -> impl Fn(&[Ecds]) -> bool + '_ {
     move |es: &[Ecds]| {
         let ours: Vec<&Ecds> = es
             .iter()
             .filter(|e| e.name.contains(kind) && e.name.contains("meshtrace"))
             .collect();
+        let sidecar = ours.iter().any(|e| e.name.contains("/default."));
+        let both = ["meshtrace-inbound", "meshtrace-outbound"]
+            .iter()
+            .all(|d| ours.iter().any(|e| e.name.contains(d)));
         !ours.is_empty()
+            && (!sidecar || both)
             && ours.iter().all(|e| {
                 e.filter_type == "Wasm"
                     && e.filename
@@ -132,9 +138,43 @@ pub(super) fn rate_one() -> PluginEdits {
     }
 }
 
+/// Waits until neither proxy's listeners nor extension configs changed for 2 s: istiod may push
+/// a resource in more than one step, and each step replaces meshtrace's VM (its buffered spans
+/// are then counted dropped, not exported: a trace sent meanwhile would miss them).
+fn settled(mesh: &Mesh) -> Result<(), String> {
+    let version = || -> Result<String, String> {
+        let mut v = String::new();
+        for a in [&mesh.gateway, &mesh.sidecar] {
+            for r in ["dynamic_listeners", "ecds_filters"] {
+                let dump = a.admin_get(&format!("/config_dump?resource={r}"))?;
+                v.push_str(&format!(
+                    "{}:{}",
+                    dump.len(),
+                    dump.matches("last_updated").count()
+                ));
+                v.push_str(&dump);
+            }
+        }
+        Ok(v)
+    };
+    let mut last = version()?;
+    let mut stable_since = std::time::Instant::now();
+    wait_for(Duration::from_secs(30), || {
+        let now = version()?;
+        if now != last {
+            last = now;
+            stable_since = std::time::Instant::now();
+        }
+        Ok(stable_since.elapsed() >= Duration::from_secs(2))
+    })
+}
+
 /// `n` requests of `case` through the gateway, all 200, then one trace per request in Jaeger,
 /// each the chain of [`CHAIN`].
 fn traced_requests(mesh: &Mesh, case: &str, n: usize) -> bool {
+    if let Err(e) = settled(mesh) {
+        return line(false, "both proxies' configuration settled", &e);
+    }
     let statuses = mesh.send(case, n);
     let good = statuses.iter().filter(|s| **s == 200).count();
     let mut ok = line(
@@ -402,9 +442,8 @@ pub fn fail_strategies(mesh: &Mesh) -> bool {
         return line(false, "apply the wrong digest", &e);
     }
     let rbac = |es: &[Ecds]| {
-        es.iter()
-            .filter(|e| e.name.contains("meshtrace"))
-            .all(|e| e.filter_type == "RBAC")
+        let ours: Vec<&Ecds> = es.iter().filter(|e| e.name.contains("meshtrace")).collect();
+        !ours.is_empty() && ours.iter().all(|e| e.filter_type == "RBAC")
     };
     ok &= line_r(
         wait_ecds(mesh, Duration::from_secs(60), "wrong digest", rbac),
@@ -599,10 +638,12 @@ pub fn live_update(mesh: &Mesh) -> bool {
         return line(false, "apply rate 1.0", &e);
     }
     let rate_is = |r: &'static str| {
+        // Every extension there (and at least the expected ones: `all` of none is true).
         move |es: &[Ecds]| {
-            es.iter()
-                .filter(|e| e.name.contains("meshtrace"))
-                .all(|e| e.filter_type == "Wasm" && e.configuration.replace(' ', "").contains(r))
+            loaded("trafficextension")(es)
+                && es.iter().filter(|e| e.name.contains("meshtrace")).all(|e| {
+                    e.filter_type == "Wasm" && e.configuration.replace(' ', "").contains(r)
+                })
         }
     };
     let mut ok = line_r(
@@ -613,6 +654,10 @@ pub fn live_update(mesh: &Mesh) -> bool {
             rate_is("\"rate\":1"),
         ),
         "rate 1.0 running in both proxies",
+    );
+    ok &= line_r(
+        settled(mesh),
+        "both proxies' configuration settled before the traffic",
     );
     let before = [
         counters(&mesh.gateway).unwrap_or_default(),
@@ -761,6 +806,7 @@ pub fn wasmplugin_and_envoyfilter(mesh: &Mesh) -> bool {
         Err(e) => line(false, "WasmPlugins loaded", &e),
     };
     ok &= traced_requests(mesh, "wp", 10);
+    mesh.save_dumps("wp");
     let ef = std::fs::read_to_string(mesh.repo.join("istio/envoyfilter.yaml"))
         .map(|t| t.replace("\"rate\": 0.01", "\"rate\": 1.0"));
     if let Err(e) = delete_plugins(mesh)

@@ -340,8 +340,8 @@ type Case = fn(&Mesh) -> bool;
 
 const CASES: [(&str, Case); 8] = [
     ("trafficextension", super::cases::trafficextension),
-    ("crd-rules", super::admission::crd_rules),
     ("shared-id-app", super::shapes::shared_id_app),
+    ("crd-rules", super::admission::crd_rules),
     ("native-tracing", super::cases::native_tracing),
     ("fail-strategies", super::cases::fail_strategies),
     ("live-update", super::cases::live_update),
