@@ -153,27 +153,24 @@ fn measure(o: &Options, b: &Bench, route: &str, round: usize) -> Result<Sample, 
     })
 }
 
-/// Envoy RSS with 1 and 4 workers for one configuration (each worker runs its own Wasm VM).
+/// Envoy RSS with 1 and with 4 workers for one configuration (each worker runs its own Wasm VM),
+/// each a fresh Envoy after 1 s of load, so neither has the other's history.
 fn memory(o: &Options, b: &Bench, dir: &Path, sink: u16) -> Result<Memory, String> {
-    let [port, admin] = ports::free_ports([None, None])?;
-    let yaml = configs::envoy_yaml(&b.cfg, &o.meshtrace, port, admin, sink);
-    let mut d4 = start_envoy(
-        o,
-        &format!("{}-x4", b.cfg.name),
-        &yaml,
-        ENVOY_CORE,
-        4,
-        dir,
-        admin,
-    )?;
-    let url = format!("http://127.0.0.1:{port}{}", configs::DIRECT);
-    load::wrk(&o.wrk, LOAD_CORE, &url, 1, 16)?;
-    let rss4 = load::rss_kib(d4.pid())?;
-    d4.stop();
+    let mut rss = [0u64; 2];
+    for (i, workers) in [1u32, 4].into_iter().enumerate() {
+        let [port, admin] = ports::free_ports([None, None])?;
+        let yaml = configs::envoy_yaml(&b.cfg, &o.meshtrace, port, admin, sink);
+        let name = format!("{}-x{workers}", b.cfg.name);
+        let mut d = start_envoy(o, &name, &yaml, ENVOY_CORE, workers, dir, admin)?;
+        let url = format!("http://127.0.0.1:{port}{}", configs::DIRECT);
+        load::wrk(&o.wrk, LOAD_CORE, &url, 1, 16)?;
+        rss[i] = load::rss_kib(d.pid())?;
+        d.stop();
+    }
     Ok(Memory {
         config: b.cfg.name.clone(),
-        rss_1_worker_kib: load::rss_kib(b.daemon.pid())?,
-        rss_4_workers_kib: rss4,
+        rss_1_worker_kib: rss[0],
+        rss_4_workers_kib: rss[1],
     })
 }
 
