@@ -136,11 +136,11 @@ pub fn paced(addr: &str, path: &str, rate: f64, secs: f64) -> Result<(f64, f64),
         read_response(&mut s, &mut buf)?;
         lat.push(due.elapsed().as_secs_f64() * 1000.0);
     }
-    lat.sort_by(f64::total_cmp);
-    let q = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
     if lat.is_empty() {
         return Err("no paced request".into());
     }
+    lat.sort_by(f64::total_cmp);
+    let q = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
     Ok((q(0.5), q(0.99)))
 }
 

@@ -355,21 +355,22 @@ const CASES: [(&str, Case); 8] = [
 /// Runs every case (or those whose name contains one of `only`); true when all passed. The run
 /// directory is kept for reading.
 pub fn run(tools: &Tools, bins: &MeshBins, only: &[String]) -> Result<bool, String> {
+    let matches = |o: &String, name: &str| name.contains(o.as_str());
+    if let Some(o) = only
+        .iter()
+        .find(|o| !CASES.iter().any(|(n, _)| matches(o, n)))
+    {
+        let names: Vec<&str> = CASES.iter().map(|(n, _)| *n).collect();
+        return Err(format!("--case {o:?} matches none of {names:?}"));
+    }
     let picked: Vec<_> = CASES
         .iter()
         .enumerate()
         .filter(|(i, (name, _))| {
-            *i == 0 || only.is_empty() || only.iter().any(|o| name.contains(o.as_str()))
+            *i == 0 || only.is_empty() || only.iter().any(|o| matches(o, name))
         })
         .map(|(_, c)| c)
         .collect();
-    if picked.len() == 1
-        && !only.is_empty()
-        && !only.iter().any(|o| CASES[0].0.contains(o.as_str()))
-    {
-        let names: Vec<&str> = CASES.iter().map(|(n, _)| *n).collect();
-        return Err(format!("--case {only:?} matches none of {names:?}"));
-    }
     let dir = crate::run::rundir::run_dir(&tools.repo, "istio-e2e")?;
     println!("istio-e2e: run directory {}", dir.display());
     let mesh = Mesh::start(tools, bins, &dir)?;
