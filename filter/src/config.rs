@@ -6,9 +6,10 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::Deserialize;
+mod json;
 
 use crate::propagation::{Format, Formats};
+use json::Object;
 
 pub const DEFAULT_COLLECTOR_CLUSTER: &str = "outbound|9411||zipkin.istio-system.svc.cluster.local";
 
@@ -25,8 +26,7 @@ pub struct Config {
     pub collector: Collector,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SpanKindChoice {
     #[default]
     Auto,
@@ -35,8 +35,7 @@ pub enum SpanKindChoice {
 }
 
 /// Spans per proxied stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SpanShape {
     /// One span (kind from `span_kind`), as Envoy's tracer records.
     #[default]
@@ -47,8 +46,7 @@ pub enum SpanShape {
 }
 
 /// How a SERVER span relates to the caller's span.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SpanIds {
     /// A new span id, child of the caller's span (OpenTelemetry, Jaeger, Envoy).
     #[default]
@@ -57,8 +55,7 @@ pub enum SpanIds {
     Shared,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Sampling {
     pub rate: f64,
     pub override_header: String,
@@ -67,18 +64,16 @@ pub struct Sampling {
     pub trust_debug: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Tags {
-    #[serde(rename = "static")]
+    /// `static` in the document.
     pub fixed: BTreeMap<String, String>,
     pub request_headers: Vec<String>,
     pub max_value_length: usize,
     pub record_query: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExportFormat {
     ZipkinJson,
     OtlpJson,
@@ -94,8 +89,7 @@ impl ExportFormat {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Collector {
     pub cluster: String,
     pub authority: String,
@@ -122,28 +116,19 @@ impl fmt::Display for ConfigError {
 
 /// The JSON shape; converted to [`Config`] after range checks. Its `Default` is the empty
 /// document's, so [`Config::default`] restates none of the parser's defaults.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 struct Raw {
     service_name: Option<String>,
-    #[serde(default)]
     span_kind: SpanKindChoice,
-    #[serde(default)]
     span_shape: SpanShape,
-    #[serde(default)]
     span_ids: SpanIds,
-    #[serde(default)]
     sampling: Sampling,
-    #[serde(default)]
     propagation: RawPropagation,
-    #[serde(default)]
     tags: Tags,
-    #[serde(default)]
     collector: Collector,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug)]
 struct RawPropagation {
     extract: Vec<Format>,
     inject: Vec<Format>,
@@ -211,42 +196,97 @@ pub fn parse(input: &[u8]) -> Result<Config, ConfigError> {
     let text = if text.trim().is_empty() { "{}" } else { text };
     let value: serde_json::Value = serde_json::from_str(text)
         .map_err(|e| error("(root)", &format!("not valid JSON: {}", e)))?;
-    require_objects(&value)?;
-    let raw: Raw = serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let path = if path == "." {
-            "(root)".to_string()
-        } else {
-            path
-        };
-        error(&path, &strip_position(&e.into_inner().to_string()))
-    })?;
+    let raw = read(Object::root(&value)?)?;
     check_sampling_and_tags(&raw)?;
     check_collector(&raw)?;
     check_propagation(&raw)?;
     Ok(build(raw))
 }
 
-/// serde accepts a JSON array where a struct is expected; configuration sections must be objects.
-fn require_objects(value: &serde_json::Value) -> Result<(), ConfigError> {
-    const SECTIONS: [&str; 5] = [
-        "sampling",
-        "propagation",
-        "tags",
-        "collector",
-        "tags.static",
-    ];
-    let not_object = |path: &str| error(path, "invalid type: expected an object");
-    if !value.is_object() {
-        return Err(not_object("(root)"));
-    }
-    for path in SECTIONS {
-        let found = path.split('.').try_fold(value, |v, key| v.get(key));
-        if found.is_some_and(|v| !v.is_object()) {
-            return Err(not_object(path));
-        }
-    }
-    Ok(())
+/// The document's names for the enums (`snake_case` of the variants).
+const SPAN_KINDS: [(&str, SpanKindChoice); 3] = [
+    ("auto", SpanKindChoice::Auto),
+    ("server", SpanKindChoice::Server),
+    ("client", SpanKindChoice::Client),
+];
+const SPAN_SHAPES: [(&str, SpanShape); 2] = [
+    ("one", SpanShape::One),
+    ("server_client", SpanShape::ServerClient),
+];
+const SPAN_IDS: [(&str, SpanIds); 2] = [("child", SpanIds::Child), ("shared", SpanIds::Shared)];
+const FORMATS: [(&str, Format); 3] = [
+    ("b3_multi", Format::B3Multi),
+    ("b3_single", Format::B3Single),
+    ("w3c", Format::W3c),
+];
+const EXPORT_FORMATS: [(&str, ExportFormat); 2] = [
+    ("zipkin_json", ExportFormat::ZipkinJson),
+    ("otlp_json", ExportFormat::OtlpJson),
+];
+
+/// Every field with its default; then each object refuses the keys it did not read.
+fn read(mut doc: Object<'_>) -> Result<Raw, ConfigError> {
+    let d = Raw::default();
+    let raw = Raw {
+        service_name: doc.nullable_string("service_name")?,
+        span_kind: doc.choice("span_kind", &SPAN_KINDS, d.span_kind)?,
+        span_shape: doc.choice("span_shape", &SPAN_SHAPES, d.span_shape)?,
+        span_ids: doc.choice("span_ids", &SPAN_IDS, d.span_ids)?,
+        sampling: read_sampling(doc.object("sampling")?, d.sampling)?,
+        propagation: read_propagation(doc.object("propagation")?, d.propagation)?,
+        tags: read_tags(doc.object("tags")?, d.tags)?,
+        collector: read_collector(doc.object("collector")?, d.collector)?,
+    };
+    doc.finish()?;
+    Ok(raw)
+}
+
+fn read_sampling(mut o: Object<'_>, d: Sampling) -> Result<Sampling, ConfigError> {
+    let s = Sampling {
+        rate: o.f64("rate", d.rate)?,
+        override_header: o.string("override_header", &d.override_header)?,
+        force_header: o.string("force_header", &d.force_header)?,
+        trust_upstream: o.bool("trust_upstream", d.trust_upstream)?,
+        trust_debug: o.bool("trust_debug", d.trust_debug)?,
+    };
+    o.finish()?;
+    Ok(s)
+}
+
+fn read_propagation(mut o: Object<'_>, d: RawPropagation) -> Result<RawPropagation, ConfigError> {
+    let p = RawPropagation {
+        extract: o.choices("extract", &FORMATS)?.unwrap_or(d.extract),
+        inject: o.choices("inject", &FORMATS)?.unwrap_or(d.inject),
+    };
+    o.finish()?;
+    Ok(p)
+}
+
+fn read_tags(mut o: Object<'_>, d: Tags) -> Result<Tags, ConfigError> {
+    let t = Tags {
+        fixed: o.string_map("static")?.unwrap_or(d.fixed),
+        request_headers: o.strings("request_headers")?.unwrap_or(d.request_headers),
+        max_value_length: o.usize("max_value_length", d.max_value_length)?,
+        record_query: o.bool("record_query", d.record_query)?,
+    };
+    o.finish()?;
+    Ok(t)
+}
+
+fn read_collector(mut o: Object<'_>, d: Collector) -> Result<Collector, ConfigError> {
+    let c = Collector {
+        cluster: o.string("cluster", &d.cluster)?,
+        authority: o.string("authority", &d.authority)?,
+        path: o.string("path", &d.path)?,
+        format: o.choice("format", &EXPORT_FORMATS, d.format)?,
+        flush_interval_ms: o.u64("flush_interval_ms", d.flush_interval_ms)?,
+        max_batch: o.usize("max_batch", d.max_batch)?,
+        max_queue: o.usize("max_queue", d.max_queue)?,
+        timeout_ms: o.u64("timeout_ms", d.timeout_ms)?,
+        max_in_flight: o.usize("max_in_flight", d.max_in_flight)?,
+    };
+    o.finish()?;
+    Ok(c)
 }
 
 fn check_sampling_and_tags(raw: &Raw) -> Result<(), ConfigError> {
@@ -254,7 +294,7 @@ fn check_sampling_and_tags(raw: &Raw) -> Result<(), ConfigError> {
     if !(0.0..=1.0).contains(&s.rate) {
         return Err(error(
             "sampling.rate",
-            &format!("must be within 0.0..=1.0, got {}", s.rate),
+            &format!("must be within 0.0..=1.0, got {}", shown(s.rate)),
         ));
     }
     check_header_name("sampling.override_header", &s.override_header, true)?;
@@ -287,7 +327,7 @@ fn check_collector(raw: &Raw) -> Result<(), ConfigError> {
     if !c.path.is_empty() && !c.path.starts_with('/') {
         return Err(error(
             "collector.path",
-            &format!("must start with '/', got {:?}", c.path),
+            &format!("must start with '/', got {}", quoted(&c.path)),
         ));
     }
     in_range(
@@ -382,16 +422,32 @@ fn check_header_name(path: &str, name: &str, empty_ok: bool) -> Result<(), Confi
     } else {
         Err(error(
             path,
-            &format!("not a valid HTTP header name: {name:?}"),
+            &format!("not a valid HTTP header name: {}", quoted(name)),
         ))
     }
 }
 
-fn strip_position(message: &str) -> String {
-    match message.find(" at line ") {
-        Some(i) => message[..i].to_string(),
-        None => message.to_string(),
+/// A string in double quotes, `"` `\\` and control characters escaped: what `{:?}` shows for the
+/// configuration's values, without the Unicode tables `{:?}` brings into the module (bench/README.md).
+pub fn quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => out.push(c),
+        }
     }
+    out.push('"');
+    out
+}
+
+/// A number as the JSON document writes it (`0.01`, `1.5`, `1.0`), printed by serde_json's float
+/// writer, which the module links anyway, rather than core's second one.
+pub fn shown(x: f64) -> String {
+    serde_json::Number::from_f64(x).map_or_else(|| "non-finite".to_string(), |n| n.to_string())
 }
 
 fn error(path: &str, reason: &str) -> ConfigError {
@@ -415,6 +471,23 @@ mod tests {
         assert_eq!(parse(b"{}"), parse(b"  "));
         assert_eq!(parse(b"{}"), Ok(Config::default()));
         assert_eq!(Config::default().collector.path, "/api/v2/spans");
+    }
+
+    #[test]
+    fn values_in_messages_are_quoted_and_numbers_shown_as_written() {
+        for plain in [
+            "",
+            "meshtrace",
+            "outbound|9411||zipkin.istio-system.svc.cluster.local",
+            "é",
+        ] {
+            assert_eq!(quoted(plain), format!("{plain:?}"));
+        }
+        assert_eq!(quoted("a\"b\\c\n"), r#""a\"b\\c\u{a}""#);
+        for (x, text) in [(0.01, "0.01"), (1.5, "1.5"), (1.0, "1.0"), (-0.1, "-0.1")] {
+            assert_eq!(shown(x), text);
+        }
+        assert_eq!(shown(f64::NAN), "non-finite");
     }
 
     #[test]

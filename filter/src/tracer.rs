@@ -304,6 +304,13 @@ pub fn finish(cfg: &Config, node: &Node, open: OpenSpan, end: StreamEnd) -> Vec<
     }
 }
 
+/// Whether `finish` will look at `StreamEnd::listener_direction`: only a single span whose kind
+/// is `auto` (reading it costs a property call per span).
+pub fn reads_listener_direction(cfg: &Config, open: &OpenSpan) -> bool {
+    cfg.span_kind == SpanKindChoice::Auto
+        && !(cfg.span_shape == SpanShape::ServerClient && open.server_id.is_some())
+}
+
 fn open(
     cfg: &Config,
     seen: &Seen<'_>,

@@ -69,6 +69,10 @@ pub struct BenchArgs {
     /// Another meshtrace build, compared with --wasm at 1% and 100% in the same run (repeatable)
     #[arg(long, value_name = "NAME=PATH", value_parser = name_path)]
     pub alt: Vec<(String, PathBuf)>,
+    /// Only configurations whose name contains this (repeatable; `none` always runs): a quick
+    /// side-by-side comparison, results in the run directory, no completeness check
+    #[arg(long, value_name = "SUBSTRING")]
+    pub only: Vec<String>,
     /// Seconds long, one round: proves the bench works (results in the run directory)
     #[arg(long)]
     pub smoke: bool,

@@ -216,12 +216,16 @@ fn bench(a: &cli::BenchArgs) -> Result<u8, Failure> {
         .iter()
         .map(|(n, p)| (n.clone(), absolute(p.clone())))
         .collect();
+    o.only = a.only.clone();
     o.rounds = a.rounds;
     o.window = a.window;
     if a.smoke {
         o = o.smoke();
     }
     let r = test_harness::bench::run(&o, &tools.repo).map_err(|e| (1, e))?;
+    if !o.only.is_empty() {
+        return Ok(0);
+    }
     let problems = test_harness::bench::smoke_problems(&r);
     for p in &problems {
         eprintln!("bench: {p}");

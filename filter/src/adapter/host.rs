@@ -55,8 +55,9 @@ pub enum LogLevel {
 #[derive(Debug, Clone, Copy)]
 #[repr(u32)]
 pub enum MapType {
-    RequestHeaders = 0,
-    HttpCallResponseHeaders = 6,
+    Request = 0,
+    Response = 2,
+    HttpCallResponse = 6,
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -15,6 +15,16 @@ use crate::span::Span;
 /// the keys are not attacker-chosen, so flooding is no concern.
 pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<DefaultHasher>>;
 
+/// The root context ticks at least this often, whatever the flush interval: the counters kept in the
+/// VM reach the host on each tick, so `/stats` is never more than this (or the flush interval, when
+/// shorter) behind.
+pub const PUBLISH_PERIOD_MS: u64 = 1000;
+
+/// The regular tick period.
+pub fn tick_period_ms(c: &Collector) -> u64 {
+    c.flush_interval_ms.min(PUBLISH_PERIOD_MS)
+}
+
 /// Export calls of one root context.
 #[derive(Debug, Default)]
 pub struct Scheduler {
@@ -22,6 +32,8 @@ pub struct Scheduler {
     in_flight: IdMap<u32, u64>,
     /// A full batch asked for a tick sooner than the flush interval.
     expedited: bool,
+    /// When the next regular flush is due (ns); ticks come more often when they publish counters.
+    next_flush_ns: u64,
 }
 
 /// How a collector call ended, as far as the host told.
@@ -35,10 +47,31 @@ pub enum Answer {
     Unreadable,
 }
 
+fn interval_ns(c: &Collector) -> u64 {
+    c.flush_interval_ms.saturating_mul(1_000_000)
+}
+
 /// Counter increments to apply, in order.
 pub type Tally = Vec<(Counter, u64)>;
 
 impl Scheduler {
+    /// A scheduler whose first regular flush is one flush interval after `now_ns`.
+    pub fn starting(now_ns: u64, c: &Collector) -> Scheduler {
+        Scheduler {
+            next_flush_ns: now_ns.saturating_add(interval_ns(c)),
+            ..Scheduler::default()
+        }
+    }
+
+    /// Whether a regular tick at `now_ns` flushes; if so the next flush is one interval later.
+    pub fn flush_due(&mut self, now_ns: u64, c: &Collector) -> bool {
+        if now_ns < self.next_flush_ns {
+            return false;
+        }
+        self.next_flush_ns = now_ns.saturating_add(interval_ns(c));
+        true
+    }
+
     /// Takes the next batch to send, if there is room in flight. With `full_only`, only a complete
     /// batch goes: an answer or an expedited tick should not turn each trickle of spans into a call.
     pub fn next_batch(
@@ -284,6 +317,27 @@ mod tests {
         assert!(s.end_expedited());
         assert!(!s.end_expedited());
         assert!(s.expedite(&buffer(3), &c));
+    }
+
+    /// Ticks come every second to publish counters; a 60 s flush interval still flushes once a
+    /// minute, and an interval below a second ticks (and flushes) at its own pace.
+    #[test]
+    fn regular_flushes_once_per_interval_while_ticks_publish_every_second() {
+        let mut c = collector(3, 1);
+        c.flush_interval_ms = 60_000;
+        assert_eq!(tick_period_ms(&c), PUBLISH_PERIOD_MS);
+        let s = 1_000_000_000;
+        let mut sch = Scheduler::starting(5 * s, &c);
+        let due: Vec<u64> = (6..=130).filter(|t| sch.flush_due(t * s, &c)).collect();
+        assert_eq!(due, [65, 125]);
+        c.flush_interval_ms = 100;
+        assert_eq!(tick_period_ms(&c), 100);
+        let mut sch = Scheduler::starting(0, &c);
+        assert!(!sch.flush_due(99_000_000, &c));
+        assert!(sch.flush_due(100_000_000, &c));
+        assert!(sch.flush_due(200_000_000, &c));
+        // A clock that always reads 0 is handled by the adapter (it flushes every tick).
+        assert!(Scheduler::default().flush_due(0, &c));
     }
 
     #[test]

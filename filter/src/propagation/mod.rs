@@ -8,8 +8,7 @@ use std::borrow::Cow;
 use crate::ids::{SpanId, TraceId};
 
 /// A wire format meshtrace reads and writes (named in `propagation.extract`/`inject`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     B3Multi,
     B3Single,

@@ -548,3 +548,35 @@ fn span_shape_rows() {
     assert_eq!((server.parent_id, server.shared), (None, false));
     assert_eq!(client.parent_id, Some(server.id));
 }
+
+/// The adapter reads `xds.listener_direction` only when `reads_listener_direction` says so: one row
+/// per span_kind × span_shape, each checked against what `finish` does with the two directions.
+#[test]
+fn listener_direction_is_read_exactly_when_it_decides_the_kind() {
+    for (json, reads) in [
+        ("", true),
+        (r#""span_kind": "server""#, false),
+        (r#""span_kind": "client""#, false),
+        (r#""span_shape": "server_client""#, false),
+        (
+            r#""span_shape": "server_client", "span_kind": "client""#,
+            false,
+        ),
+    ] {
+        let sep = if json.is_empty() { "" } else { "," };
+        let c = cfg(&format!(r#"{{"sampling": {{"rate": 1}}{sep} {json}}}"#));
+        let s = start(&c, req(&[]), || 1, &mut FakeHost::default());
+        let open = s.span.clone().unwrap();
+        assert_eq!(reads_listener_direction(&c, &open), reads, "{json}");
+        let kinds = |dir| {
+            let end = StreamEnd {
+                now_ns: 2,
+                listener_direction: Some(dir),
+                ..StreamEnd::default()
+            };
+            let spans = finish(&c, &node(), open.clone(), end);
+            spans.iter().map(|s| s.kind).collect::<Vec<_>>()
+        };
+        assert_eq!(kinds(1) != kinds(2), reads, "{json}");
+    }
+}

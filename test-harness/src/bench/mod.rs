@@ -28,6 +28,9 @@ pub struct Options {
     pub floor: PathBuf,
     /// Other meshtrace builds compared with `meshtrace` in the same run (name, module).
     pub alt: Vec<(String, PathBuf)>,
+    /// Only the configurations whose name contains one of these (and `none`, the reference); all
+    /// when empty. A partial run is a quick comparison: its results stay in the run directory.
+    pub only: Vec<String>,
     pub wrk: PathBuf,
     pub rounds: usize,
     /// Seconds of each measured wrk window (wrk counts whole seconds).
@@ -52,6 +55,7 @@ impl Options {
             empty: PathBuf::new(),
             floor: PathBuf::new(),
             alt: Vec::new(),
+            only: Vec::new(),
             wrk: PathBuf::from("wrk"),
             rounds: 5,
             window: 5,
@@ -204,7 +208,13 @@ pub fn run(o: &Options, repo: &Path) -> Result<report::Report, String> {
         sink_admin,
     )?;
     let mut benches = Vec::new();
-    for cfg in configs::all(&o.empty, &o.floor, &o.alt) {
+    let chosen = |c: &Config| {
+        o.only.is_empty() || c.name == "none" || o.only.iter().any(|s| c.name.contains(s.as_str()))
+    };
+    for cfg in configs::all(&o.empty, &o.floor, &o.alt)
+        .into_iter()
+        .filter(chosen)
+    {
         let [port, admin] = ports::free_ports([None, None])?;
         let yaml = configs::envoy_yaml(&cfg, &o.meshtrace, port, admin, sink);
         let daemon = start_envoy(o, &cfg.name, &yaml, ENVOY_CORE, 1, &dir, admin)?;
@@ -268,7 +278,8 @@ pub fn run(o: &Options, repo: &Path) -> Result<report::Report, String> {
         .collect(),
         envoy_version(&o.envoy),
     );
-    let out = if o.smoke { dir.clone() } else { o.out.clone() };
+    let partial = o.smoke || !o.only.is_empty();
+    let out = if partial { dir.clone() } else { o.out.clone() };
     let files = r.write(&out)?;
     for f in files {
         println!("bench: wrote {}", f.display());

@@ -147,7 +147,16 @@ impl<'a> Run<'a> {
     fn observe(&mut self, t_start: u64) {
         let timeout = Duration::from_millis(self.sc.quiescence_timeout_ms.unwrap_or(15_000));
         let checks = &mut self.outcome.checks;
-        checks.push(stats::wait_quiescent(&self.started, timeout));
+        // Counters reach /stats on each Envoy's tick: hold still past the slowest one, plus a
+        // poll and a margin for a late timer.
+        let hold = self
+            .started
+            .iter()
+            .map(|s| bootstrap::publish_period(self.tools, &s.spec))
+            .max()
+            .unwrap_or_default()
+            + Duration::from_millis(250);
+        checks.push(stats::wait_quiescent(&self.started, hold, timeout));
         self.obs.window_us = Some((t_start, now_us()));
         stats::read_stats(&self.started, &self.sc.expect, &mut self.obs, checks);
         self.read_back();

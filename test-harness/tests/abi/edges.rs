@@ -137,7 +137,7 @@ fn context_cases() -> Vec<Case> {
                 d.initialize()?;
                 if d.start()? {
                     d.streams(&sc)?;
-                    d.guest.call("proxy_on_tick", &[ROOT])?;
+                    d.tick()?;
                     d.answer(777, &sc.reply)?;
                     let tokens: Vec<u32> =
                         d.guest.state().http_calls.iter().map(|c| c.token).collect();
@@ -164,7 +164,7 @@ fn context_cases() -> Vec<Case> {
                 d.initialize()?;
                 d.start()?;
                 d.stream(7, &sc)?;
-                d.guest.call("proxy_on_tick", &[ROOT])?;
+                d.tick()?;
                 d.answer(77, &sc.reply)?;
                 d.finish()
             })();
@@ -182,7 +182,7 @@ fn context_cases() -> Vec<Case> {
         let _ = (|| {
             d.initialize()?;
             d.create_root()?;
-            d.guest.call("proxy_on_tick", &[ROOT])?;
+            d.tick()?;
             if d.configure()? {
                 d.streams(&sc)?;
                 d.tick_and_answer(&sc.reply)?;

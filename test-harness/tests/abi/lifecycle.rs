@@ -209,7 +209,7 @@ impl Driver {
     /// while handling an answer (bounded, in case it keeps retrying).
     pub fn tick_and_answer(&mut self, reply: &Reply) -> Result<(), Stop> {
         let mut seen = self.guest.state().http_calls.len();
-        self.guest.call("proxy_on_tick", &[ROOT])?;
+        self.tick()?;
         for _ in 0..16 {
             let tokens: Vec<u32> = self.guest.state().http_calls[seen..]
                 .iter()
@@ -224,6 +224,13 @@ impl Driver {
             }
         }
         Ok(())
+    }
+
+    /// A host ticks once the period has passed: the clock moves on by it first.
+    pub fn tick(&mut self) -> Result<(), Stop> {
+        let state = self.guest.state();
+        state.clock_ns += u64::from(state.tick_period_ms.unwrap_or(0)) * 1_000_000;
+        self.guest.call("proxy_on_tick", &[ROOT]).map(|_| ())
     }
 
     pub fn answer(&mut self, token: i32, reply: &Reply) -> Result<(), Stop> {

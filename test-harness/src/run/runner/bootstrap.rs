@@ -12,6 +12,7 @@ use crate::run::rundir::sanitize;
 use crate::tools::Tools;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 /// Generates the patched config for one Envoy and writes it to `path` (with `lds: true`, its
 /// listeners go to `lds/listeners.yaml` next to it).
@@ -89,6 +90,21 @@ pub(super) fn exports_otlp(tools: &Tools, e: &EnvoySpec) -> bool {
                 .map(|f| f == "otlp_json")
         })
         .unwrap_or(false)
+}
+
+/// How often the Envoy's meshtrace publishes its counters: its tick period, from its configuration
+/// as the filter's own parser reads it (defaults included); the default configuration's when the
+/// filter would refuse it (then it publishes nothing at all).
+pub(super) fn publish_period(tools: &Tools, e: &EnvoySpec) -> Duration {
+    let config = load_shipped(&tools.repo, e.config.file_name())
+        .and_then(|doc| plugin_config_string(&doc))
+        .and_then(|t| render_plugin_config(&t, &plugin_of(e)))
+        .ok()
+        .and_then(|r| meshtrace::config::parse(r.as_bytes()).ok())
+        .unwrap_or_default();
+    Duration::from_millis(meshtrace::export::scheduler::tick_period_ms(
+        &config.collector,
+    ))
 }
 
 fn plugin_of(e: &EnvoySpec) -> PluginConfig {

@@ -16,27 +16,35 @@ const BALANCE: [&str; 4] = [
 const QUIESCENT: &str =
     "quiescent (spans_recorded >= spans_sampled, spans_recorded == spans_exported + spans_dropped, stable)";
 
+const POLL: Duration = Duration::from_millis(150);
+
 /// Envoy name → meshtrace counters.
 type Snapshot = BTreeMap<String, BTreeMap<String, u64>>;
 
 /// Polls every ready Envoy until every sampled stream has recorded its span(s) (one, or two with
 /// `span_shape: server_client`), every recorded span is exported or dropped, and all meshtrace
-/// counters are unchanged across two polls 150 ms apart.
-pub(super) fn wait_quiescent(started: &[Started], timeout: Duration) -> Check {
+/// counters have been unchanged for `hold`. meshtrace publishes its counters on its tick, so `hold`
+/// must exceed the longest tick period: a window that long contains a publication of everything
+/// counted before it began.
+pub(super) fn wait_quiescent(started: &[Started], hold: Duration, timeout: Duration) -> Check {
     let deadline = Instant::now() + timeout;
     let t0 = Instant::now();
-    let mut prev: Option<Snapshot> = None;
+    let mut prev: Option<(Snapshot, Instant)> = None;
     loop {
         let (snap, err) = snapshot(started);
         let balanced = err.is_none() && snap.values().all(is_balanced);
-        if balanced && prev.as_ref() == Some(&snap) {
+        let since = match prev.take() {
+            Some((p, since)) if p == snap => since,
+            _ => Instant::now(),
+        };
+        if balanced && since.elapsed() >= hold {
             return Check::pass(QUIESCENT, format!("after {} ms", t0.elapsed().as_millis()));
         }
         if Instant::now() >= deadline {
             return Check::fail(QUIESCENT, describe_unquiet(&snap, err, timeout));
         }
-        prev = Some(snap);
-        std::thread::sleep(Duration::from_millis(150));
+        prev = Some((snap, since));
+        std::thread::sleep(POLL);
     }
 }
 
