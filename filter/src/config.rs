@@ -194,8 +194,14 @@ pub fn parse(input: &[u8]) -> Result<Config, ConfigError> {
     let text =
         std::str::from_utf8(input).map_err(|_| error("(root)", "configuration is not UTF-8"))?;
     let text = if text.trim().is_empty() { "{}" } else { text };
-    let value: serde_json::Value = serde_json::from_str(text)
-        .map_err(|e| error("(root)", &format!("not valid JSON: {}", e)))?;
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        // serde_json stops at the first bad token (e.g. `1e309`, out of f64's range) with only a
+        // position; the key just before it is what the operator looks for.
+        let near = key_before(text, e.line(), e.column())
+            .map(|k| format!(" (after key {})", quoted(k)))
+            .unwrap_or_default();
+        error("(root)", &format!("not valid JSON: {e}{near}"))
+    })?;
     let raw = read(Object::root(&value)?)?;
     check_sampling_and_tags(&raw)?;
     check_collector(&raw)?;
@@ -266,7 +272,7 @@ fn read_tags(mut o: Object<'_>, d: Tags) -> Result<Tags, ConfigError> {
     let t = Tags {
         fixed: o.string_map("static")?.unwrap_or(d.fixed),
         request_headers: o.strings("request_headers")?.unwrap_or(d.request_headers),
-        max_value_length: o.usize("max_value_length", d.max_value_length)?,
+        max_value_length: o.size("max_value_length", d.max_value_length, 1..=65_536)?,
         record_query: o.bool("record_query", d.record_query)?,
     };
     o.finish()?;
@@ -279,11 +285,11 @@ fn read_collector(mut o: Object<'_>, d: Collector) -> Result<Collector, ConfigEr
         authority: o.string("authority", &d.authority)?,
         path: o.string("path", &d.path)?,
         format: o.choice("format", &EXPORT_FORMATS, d.format)?,
-        flush_interval_ms: o.u64("flush_interval_ms", d.flush_interval_ms)?,
-        max_batch: o.usize("max_batch", d.max_batch)?,
-        max_queue: o.usize("max_queue", d.max_queue)?,
-        timeout_ms: o.u64("timeout_ms", d.timeout_ms)?,
-        max_in_flight: o.usize("max_in_flight", d.max_in_flight)?,
+        flush_interval_ms: o.u64("flush_interval_ms", d.flush_interval_ms, 10..=600_000)?,
+        max_batch: o.size("max_batch", d.max_batch, 1..=10_000)?,
+        max_queue: o.size("max_queue", d.max_queue, 1..=100_000)?,
+        timeout_ms: o.u64("timeout_ms", d.timeout_ms, 1..=60_000)?,
+        max_in_flight: o.size("max_in_flight", d.max_in_flight, 1..=64)?,
     };
     o.finish()?;
     Ok(c)
@@ -299,20 +305,19 @@ fn check_sampling_and_tags(raw: &Raw) -> Result<(), ConfigError> {
     }
     check_header_name("sampling.override_header", &s.override_header, true)?;
     check_header_name("sampling.force_header", &s.force_header, true)?;
-    for (i, name) in raw.tags.request_headers.iter().enumerate() {
-        check_header_name(&format!("tags.request_headers[{i}]"), name, false)?;
+    let headers = &raw.tags.request_headers;
+    for (i, name) in headers.iter().enumerate() {
+        let path = format!("tags.request_headers[{i}]");
+        check_header_name(&path, name, false)?;
+        if headers[..i].iter().any(|h| h.eq_ignore_ascii_case(name)) {
+            return Err(error(&path, &format!("duplicate entry {}", quoted(name))));
+        }
     }
     for key in raw.tags.fixed.keys() {
         if key.is_empty() {
             return Err(error("tags.static", "tag names must not be empty"));
         }
     }
-    in_range(
-        "tags.max_value_length",
-        raw.tags.max_value_length as u64,
-        1,
-        65_536,
-    )?;
     Ok(())
 }
 
@@ -330,16 +335,6 @@ fn check_collector(raw: &Raw) -> Result<(), ConfigError> {
             &format!("must start with '/', got {}", quoted(&c.path)),
         ));
     }
-    in_range(
-        "collector.flush_interval_ms",
-        c.flush_interval_ms,
-        10,
-        600_000,
-    )?;
-    in_range("collector.max_batch", c.max_batch as u64, 1, 10_000)?;
-    in_range("collector.max_queue", c.max_queue as u64, 1, 100_000)?;
-    in_range("collector.timeout_ms", c.timeout_ms, 1, 60_000)?;
-    in_range("collector.max_in_flight", c.max_in_flight as u64, 1, 64)?;
     if c.max_queue < c.max_batch {
         return Err(error(
             "collector.max_queue",
@@ -359,10 +354,39 @@ fn check_collector(raw: &Raw) -> Result<(), ConfigError> {
 }
 
 fn check_propagation(raw: &Raw) -> Result<(), ConfigError> {
-    if raw.propagation.inject.is_empty() {
+    let p = &raw.propagation;
+    if p.inject.is_empty() {
         return Err(error("propagation.inject", "must name at least one format"));
     }
+    for (key, list) in [("extract", &p.extract), ("inject", &p.inject)] {
+        if let Some(i) = (1..list.len()).find(|&i| list[..i].contains(&list[i])) {
+            let name = FORMATS
+                .iter()
+                .find(|(_, f)| *f == list[i])
+                .map_or("?", |(n, _)| n);
+            return Err(error(
+                &format!("propagation.{key}[{i}]"),
+                &format!("duplicate entry {}", quoted(name)),
+            ));
+        }
+    }
     Ok(())
+}
+
+/// The last `"key":` that starts before line `line`, column `column` (1-based, as serde_json counts).
+fn key_before(text: &str, line: usize, column: usize) -> Option<&str> {
+    let line_start: usize = text
+        .split_inclusive('\n')
+        .take(line.saturating_sub(1))
+        .map(str::len)
+        .sum();
+    let end = (line_start + column).min(text.len());
+    let before = text.get(..end)?;
+    // `get`, not indexing: a slicing panic would bring core's Unicode tables into the module.
+    let colon = before.rfind(':')?;
+    let key = before.get(..colon)?.trim_end().strip_suffix('"')?;
+    let open = key.rfind('"')?;
+    key.get(open + 1..)
 }
 
 /// The checked document as the filter uses it: header names lower-cased, the format's path.
@@ -390,17 +414,6 @@ fn build(raw: Raw) -> Config {
         inject: Formats::of(&raw.propagation.inject),
         tags,
         collector,
-    }
-}
-
-fn in_range(path: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
-    if (min..=max).contains(&value) {
-        Ok(())
-    } else {
-        Err(error(
-            path,
-            &format!("must be within {min}..={max}, got {value}"),
-        ))
     }
 }
 
@@ -680,6 +693,60 @@ mod tests {
                 r#"{"sampling": "#,
                 "(root)",
                 "not valid JSON: EOF",
+            ),
+            (
+                "duplicate header, other case",
+                r#"{"tags": {"request_headers": ["x-tenant", "X-Tenant"]}}"#,
+                "tags.request_headers[1]",
+                "duplicate entry \"X-Tenant\"",
+            ),
+            (
+                "duplicate format",
+                r#"{"propagation": {"extract": ["w3c", "b3_multi", "w3c"]}}"#,
+                "propagation.extract[2]",
+                "duplicate entry \"w3c\"",
+            ),
+            (
+                "beyond f64",
+                r#"{"sampling": {"rate": 1e309}}"#,
+                "(root)",
+                "number out of range at line 1 column 27 (after key \"rate\")",
+            ),
+            (
+                "beyond f64, on a later line",
+                "{\n  \"collector\": {\n    \"max_batch\": 1e400}}",
+                "(root)",
+                "(after key \"max_batch\")",
+            ),
+            (
+                "float for an integer",
+                r#"{"collector": {"max_batch": 1.5}}"#,
+                "collector.max_batch",
+                "invalid type: floating point `1.5`, expected a non-negative integer",
+            ),
+            (
+                "null for a number",
+                r#"{"sampling": {"rate": null}}"#,
+                "sampling.rate",
+                "invalid type: null, expected f64",
+            ),
+            (
+                "number for a string",
+                r#"{"collector": {"cluster": 5}}"#,
+                "collector.cluster",
+                "invalid type: integer `5`, expected a string",
+            ),
+            (
+                "object for a list",
+                r#"{"tags": {"request_headers": {"a": 1}}}"#,
+                "tags.request_headers",
+                "invalid type: map, expected a sequence",
+            ),
+            (
+                "absurd queue",
+                r#"{"collector": {"max_queue": 10000000000}}"#,
+                "collector.max_queue",
+                "must be within 1..=100000, got 10000000000",
             ),
             (
                 "static tag not string",

@@ -6,6 +6,7 @@
 //! object does not take is an unknown field, and the messages keep serde's wording.
 
 use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
 
 use serde_json::{Map, Value};
 
@@ -67,22 +68,41 @@ impl<'a> Object<'a> {
         }
     }
 
-    pub fn u64(&mut self, key: &'static str, default: u64) -> Result<u64> {
-        match self.take(key, false) {
-            None => Ok(default),
-            Some((v, path)) => v.as_u64().ok_or_else(|| match v.as_i64() {
-                Some(n) => error(
-                    &path,
-                    &format!("invalid value: integer `{n}`, expected a non-negative integer"),
-                ),
-                None => wrong(&path, v, "a non-negative integer"),
-            }),
+    /// An integer within `range`, checked here, before any conversion could change the value.
+    pub fn u64(
+        &mut self,
+        key: &'static str,
+        default: u64,
+        range: RangeInclusive<u64>,
+    ) -> Result<u64> {
+        let Some((v, path)) = self.take(key, false) else {
+            return Ok(default);
+        };
+        let n = v.as_u64().ok_or_else(|| match v.as_i64() {
+            Some(n) => error(
+                &path,
+                &format!("invalid value: integer `{n}`, expected a non-negative integer"),
+            ),
+            None => wrong(&path, v, "a non-negative integer"),
+        })?;
+        if !range.contains(&n) {
+            let (min, max) = (range.start(), range.end());
+            return Err(error(
+                &path,
+                &format!("must be within {min}..={max}, got {n}"),
+            ));
         }
+        Ok(n)
     }
 
-    pub fn usize(&mut self, key: &'static str, default: usize) -> Result<usize> {
-        let n = self.u64(key, default as u64)?;
-        // Beyond usize (wasm32) is beyond every range check too; saturate and let it refuse.
+    /// A size within `range` (which fits any usize: its bound is far below 2^32).
+    pub fn size(
+        &mut self,
+        key: &'static str,
+        default: usize,
+        range: RangeInclusive<u64>,
+    ) -> Result<usize> {
+        let n = self.u64(key, default as u64, range)?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 

@@ -237,14 +237,22 @@ impl Report {
         }
     }
 
-    /// Writes `<date>.md`, `<date>.json` and `<date>.svg` into `dir`; their paths.
+    /// Writes `<date>.md`, `<date>.json` and `<date>.svg` into `dir` (`<date>-2.*`, `-3.*` … when a
+    /// run of that day is there already: results are history); their paths.
     pub fn write(&self, dir: &Path) -> Result<Vec<PathBuf>, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
         let json = serde_json::to_string_pretty(self).map_err(|e| e.to_string())?;
+        let stem = (1..)
+            .map(|n| match n {
+                1 => self.date.clone(),
+                n => format!("{}-{n}", self.date),
+            })
+            .find(|stem| !dir.join(format!("{stem}.md")).exists())
+            .unwrap_or_else(|| self.date.clone());
         let files = [
-            (format!("{}.md", self.date), self.markdown()),
-            (format!("{}.json", self.date), json),
-            (format!("{}.svg", self.date), self.svg()),
+            (format!("{stem}.md"), self.markdown()),
+            (format!("{stem}.json"), json),
+            (format!("{stem}.svg"), self.svg()),
         ];
         let mut out = Vec::new();
         for (name, body) in files {
