@@ -11,6 +11,14 @@ mod json;
 use crate::propagation::{Format, Formats};
 use json::Object;
 
+/// Headers that carry credentials: never a tag, unless `tags.unsafe_record_sensitive_headers`.
+pub const SENSITIVE_HEADERS: [&str; 4] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+];
+
 pub const DEFAULT_COLLECTOR_CLUSTER: &str = "outbound|9411||zipkin.istio-system.svc.cluster.local";
 
 #[derive(Debug, Clone, PartialEq)]
@@ -69,6 +77,10 @@ pub struct Tags {
     /// `static` in the document.
     pub fixed: BTreeMap<String, String>,
     pub request_headers: Vec<String>,
+    /// More headers never to record, beside [`SENSITIVE_HEADERS`].
+    pub deny_headers: Vec<String>,
+    /// The one switch that lets a denied header become a tag.
+    pub unsafe_record_sensitive_headers: bool,
     pub max_value_length: usize,
     pub record_query: bool,
 }
@@ -151,6 +163,8 @@ impl Default for Tags {
         Tags {
             fixed: BTreeMap::new(),
             request_headers: Vec::new(),
+            deny_headers: Vec::new(),
+            unsafe_record_sensitive_headers: false,
             max_value_length: 256,
             record_query: false,
         }
@@ -272,6 +286,11 @@ fn read_tags(mut o: Object<'_>, d: Tags) -> Result<Tags, ConfigError> {
     let t = Tags {
         fixed: o.string_map("static")?.unwrap_or(d.fixed),
         request_headers: o.strings("request_headers")?.unwrap_or(d.request_headers),
+        deny_headers: o.strings("deny_headers")?.unwrap_or(d.deny_headers),
+        unsafe_record_sensitive_headers: o.bool(
+            "unsafe_record_sensitive_headers",
+            d.unsafe_record_sensitive_headers,
+        )?,
         max_value_length: o.size("max_value_length", d.max_value_length, 1..=65_536)?,
         record_query: o.bool("record_query", d.record_query)?,
     };
@@ -305,20 +324,50 @@ fn check_sampling_and_tags(raw: &Raw) -> Result<(), ConfigError> {
     }
     check_header_name("sampling.override_header", &s.override_header, true)?;
     check_header_name("sampling.force_header", &s.force_header, true)?;
-    let headers = &raw.tags.request_headers;
-    for (i, name) in headers.iter().enumerate() {
-        let path = format!("tags.request_headers[{i}]");
-        check_header_name(&path, name, false)?;
-        if headers[..i].iter().any(|h| h.eq_ignore_ascii_case(name)) {
-            return Err(error(&path, &format!("duplicate entry {}", quoted(name))));
-        }
-    }
+    check_header_list("tags.deny_headers", &raw.tags.deny_headers)?;
+    check_header_list("tags.request_headers", &raw.tags.request_headers)?;
+    check_not_denied(&raw.tags)?;
     for key in raw.tags.fixed.keys() {
         if key.is_empty() {
             return Err(error("tags.static", "tag names must not be empty"));
         }
     }
     Ok(())
+}
+
+/// Valid header names, each once (names are case-insensitive).
+fn check_header_list(key: &str, headers: &[String]) -> Result<(), ConfigError> {
+    for (i, name) in headers.iter().enumerate() {
+        let path = format!("{key}[{i}]");
+        check_header_name(&path, name, false)?;
+        if headers[..i].iter().any(|h| h.eq_ignore_ascii_case(name)) {
+            return Err(error(&path, &format!("duplicate entry {}", quoted(name))));
+        }
+    }
+    Ok(())
+}
+
+/// A credential header in the allowlist is refused, not silently skipped: the operator learns at
+/// once that the tag will never appear, and why.
+fn check_not_denied(t: &Tags) -> Result<(), ConfigError> {
+    if t.unsafe_record_sensitive_headers {
+        return Ok(());
+    }
+    let denied = |h: &str| {
+        SENSITIVE_HEADERS.iter().any(|s| s.eq_ignore_ascii_case(h))
+            || t.deny_headers.iter().any(|d| d.eq_ignore_ascii_case(h))
+    };
+    match t.request_headers.iter().position(|h| denied(h)) {
+        None => Ok(()),
+        Some(i) => Err(error(
+            &format!("tags.request_headers[{i}]"),
+            &format!(
+                "{} is never recorded (it carries credentials or is in tags.deny_headers); \
+                 remove it, or set tags.unsafe_record_sensitive_headers: true",
+                quoted(&t.request_headers[i])
+            ),
+        )),
+    }
 }
 
 fn check_collector(raw: &Raw) -> Result<(), ConfigError> {
@@ -536,6 +585,10 @@ mod tests {
                 r#"{"span_shape": "server_client", "span_ids": "shared"}"#,
             ),
             ("otlp", r#"{"collector": {"format": "otlp_json"}}"#),
+            (
+                "credentials recorded on purpose",
+                r#"{"tags": {"request_headers": ["authorization", "proxy-authorization", "cookie", "set-cookie"], "unsafe_record_sensitive_headers": true}}"#,
+            ),
         ];
         for (name, input) in rows {
             assert!(
@@ -717,6 +770,24 @@ mod tests {
                 "{\n  \"collector\": {\n    \"max_batch\": 1e400}}",
                 "(root)",
                 "(after key \"max_batch\")",
+            ),
+            (
+                "credential header allowlisted",
+                r#"{"tags": {"request_headers": ["x-tenant", "Cookie"]}}"#,
+                "tags.request_headers[1]",
+                "\"Cookie\" is never recorded",
+            ),
+            (
+                "denied header allowlisted",
+                r#"{"tags": {"request_headers": ["x-api-key"], "deny_headers": ["X-Api-Key"]}}"#,
+                "tags.request_headers[0]",
+                "unsafe_record_sensitive_headers",
+            ),
+            (
+                "bad deny list entry",
+                r#"{"tags": {"deny_headers": ["ok", "not ok"]}}"#,
+                "tags.deny_headers[1]",
+                "not a valid HTTP header name",
             ),
             (
                 "float for an integer",
