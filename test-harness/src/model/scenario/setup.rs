@@ -240,7 +240,8 @@ fn default_repeat() -> u32 {
 }
 
 /// Headers as an ordered list; in YAML a map whose values are scalars or lists of scalars
-/// (a list sends the header once per element).
+/// (a list sends the header once per element), or generated: `{fill: S, len: N}` is one value of
+/// S repeated to N bytes, `{value: S, times: N}` sends S N times (hostile-input scenarios).
 #[derive(Debug, Clone, Default)]
 pub struct HeaderList(pub Vec<(String, String)>);
 
@@ -266,6 +267,11 @@ impl<'de> Deserialize<'de> for HeaderList {
                                 ));
                             }
                         }
+                        Value::Mapping(gen) => {
+                            let values = generated(&gen)
+                                .map_err(|e| D::Error::custom(format!("header {name}: {e}")))?;
+                            out.extend(values.into_iter().map(|v| (name.clone(), v)));
+                        }
                         other => out.push((
                             name.clone(),
                             scalar_string(&other).ok_or_else(|| {
@@ -280,6 +286,33 @@ impl<'de> Deserialize<'de> for HeaderList {
             _ => return Err(D::Error::custom("headers must be a map")),
         }
         Ok(HeaderList(out))
+    }
+}
+
+/// The values a generated header stands for (see [`HeaderList`]).
+fn generated(m: &serde_yaml::Mapping) -> Result<Vec<String>, String> {
+    let get = |k: &str| m.get(Value::String(k.into()));
+    let count = |k: &str| {
+        get(k)
+            .and_then(Value::as_u64)
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or(format!("{k} must be a non-negative integer"))
+    };
+    let text = |k: &str| {
+        get(k)
+            .and_then(scalar_string)
+            .ok_or(format!("{k} must be a scalar"))
+    };
+    match (get("fill"), get("value"), m.len()) {
+        (Some(_), None, 2) => {
+            let (fill, len) = (text("fill")?, count("len")?);
+            if fill.is_empty() {
+                return Err("fill must not be empty".into());
+            }
+            Ok(vec![fill.chars().cycle().take(len).collect()])
+        }
+        (None, Some(_), 2) => Ok(vec![text("value")?; count("times")?]),
+        _ => Err("a generated value is {fill, len} or {value, times}".into()),
     }
 }
 

@@ -187,3 +187,29 @@ fn rejects_bad_references_and_unknown_fields() {
     let e = Scenario::from_yaml("name: t\nenvoys: [{name: gw, config: gatewayy}]\n").unwrap_err();
     assert!(e.contains("gatewayy"), "{e}");
 }
+
+#[test]
+fn generated_header_values() {
+    let h: HeaderList =
+        serde_yaml::from_str("{a: {fill: '0-', len: 5}, b: {value: x, times: 3}, c: plain}")
+            .unwrap();
+    let pairs: Vec<(&str, &str)> = h.0.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(
+        pairs,
+        [
+            ("a", "0-0-0"),
+            ("b", "x"),
+            ("b", "x"),
+            ("b", "x"),
+            ("c", "plain")
+        ]
+    );
+    for bad in [
+        "{a: {fill: '', len: 5}}",
+        "{a: {fill: x}}",
+        "{a: {value: x, times: -1}}",
+        "{a: {len: 5, times: 2}}",
+    ] {
+        assert!(serde_yaml::from_str::<HeaderList>(bad).is_err(), "{bad}");
+    }
+}
