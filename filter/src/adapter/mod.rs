@@ -52,7 +52,8 @@ pub(crate) struct Stream {
 /// Counter ids from `define_metric`; a missing id (define failed) makes that counter a no-op.
 /// Counts accumulate in the VM and reach the host on the root's tick (`publish`): one
 /// `increment_metric` per changed counter per tick instead of three or four per request, so
-/// `/stats` lags by at most one `flush_interval_ms` (bench/README.md has the before/after).
+/// `/stats` lags by at most one tick period, `scheduler::tick_period_ms` (≤ 1 s; bench/README.md
+/// has the before/after).
 #[derive(Default)]
 struct Metrics {
     ids: [Option<u32>; Counter::ALL.len()],

@@ -195,13 +195,10 @@ impl<'a> Object<'a> {
         match keys.find(|k| !self.known.contains(&k.as_str())) {
             None => Ok(()),
             Some(k) => {
-                let expected: Vec<String> = self.known.iter().map(|k| format!("`{k}`")).collect();
+                let expected = one_of(self.known.iter().copied());
                 Err(error(
                     &join(&self.path, k),
-                    &format!(
-                        "unknown field `{k}`, expected one of {}",
-                        expected.join(", ")
-                    ),
+                    &format!("unknown field `{k}`, expected one of {expected}"),
                 ))
             }
         }
@@ -219,16 +216,19 @@ fn choice_of<T: Copy>(path: &str, v: &Value, choices: &[(&str, T)]) -> Result<T>
     match choices.iter().find(|(n, _)| *n == name) {
         Some((_, t)) => Ok(*t),
         None => {
-            let expected: Vec<String> = choices.iter().map(|(n, _)| format!("`{n}`")).collect();
+            let expected = one_of(choices.iter().map(|(n, _)| *n));
             Err(error(
                 path,
-                &format!(
-                    "unknown variant `{name}`, expected one of {}",
-                    expected.join(", ")
-                ),
+                &format!("unknown variant `{name}`, expected one of {expected}"),
             ))
         }
     }
+}
+
+/// "`a`, `b`, `c`", as serde lists what it expected.
+fn one_of<'n>(names: impl Iterator<Item = &'n str>) -> String {
+    let quoted: Vec<String> = names.map(|n| format!("`{n}`")).collect();
+    quoted.join(", ")
 }
 
 /// serde's wording: "invalid type: string \"1\", expected f64".

@@ -75,13 +75,17 @@ pub(super) fn reload_envoy(
     lds::apply(&s.proc, &dir, &resp)
 }
 
+/// The plugin configuration the Envoy gets: its shipped config's, merged with the scenario's.
+fn rendered_plugin_config(tools: &Tools, e: &EnvoySpec) -> Option<String> {
+    load_shipped(&tools.repo, e.config.file_name())
+        .and_then(|doc| plugin_config_string(&doc))
+        .and_then(|t| render_plugin_config(&t, &plugin_of(e)))
+        .ok()
+}
+
 /// True when the Envoy's merged plugin configuration exports OTLP JSON (`collector.format`).
 pub(super) fn exports_otlp(tools: &Tools, e: &EnvoySpec) -> bool {
-    let rendered = load_shipped(&tools.repo, e.config.file_name())
-        .and_then(|doc| plugin_config_string(&doc))
-        .and_then(|t| render_plugin_config(&t, &plugin_of(e)));
-    rendered
-        .ok()
+    rendered_plugin_config(tools, e)
         .and_then(|r| serde_json::from_str::<serde_json::Value>(&r).ok())
         .and_then(|v| {
             v.get("collector")
@@ -96,10 +100,7 @@ pub(super) fn exports_otlp(tools: &Tools, e: &EnvoySpec) -> bool {
 /// as the filter's own parser reads it (defaults included); the default configuration's when the
 /// filter would refuse it (then it publishes nothing at all).
 pub(super) fn publish_period(tools: &Tools, e: &EnvoySpec) -> Duration {
-    let config = load_shipped(&tools.repo, e.config.file_name())
-        .and_then(|doc| plugin_config_string(&doc))
-        .and_then(|t| render_plugin_config(&t, &plugin_of(e)))
-        .ok()
+    let config = rendered_plugin_config(tools, e)
         .and_then(|r| meshtrace::config::parse(r.as_bytes()).ok())
         .unwrap_or_default();
     Duration::from_millis(meshtrace::export::scheduler::tick_period_ms(
