@@ -112,6 +112,18 @@ pub struct Collector {
     pub max_queue: usize,
     pub timeout_ms: u64,
     pub max_in_flight: usize,
+    pub retry: Retry,
+}
+
+/// Bounded retries of failed export calls (see `export::scheduler` for which failures retry).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retry {
+    /// Sends per batch, the first included; 1 turns retries off.
+    pub max_attempts: u64,
+    /// The wait before the first retry (jittered into its upper half), doubling per retry.
+    pub initial_backoff_ms: u64,
+    /// No wait is longer, a collector's `Retry-After` included.
+    pub max_backoff_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,6 +196,17 @@ impl Default for Collector {
             max_queue: 1000,
             timeout_ms: 5000,
             max_in_flight: 2,
+            retry: Retry::default(),
+        }
+    }
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            max_attempts: 3,
+            initial_backoff_ms: 500,
+            max_backoff_ms: 10_000,
         }
     }
 }
@@ -309,9 +332,20 @@ fn read_collector(mut o: Object<'_>, d: Collector) -> Result<Collector, ConfigEr
         max_queue: o.size("max_queue", d.max_queue, 1..=100_000)?,
         timeout_ms: o.u64("timeout_ms", d.timeout_ms, 1..=60_000)?,
         max_in_flight: o.size("max_in_flight", d.max_in_flight, 1..=64)?,
+        retry: read_retry(o.object("retry")?, d.retry)?,
     };
     o.finish()?;
     Ok(c)
+}
+
+fn read_retry(mut o: Object<'_>, d: Retry) -> Result<Retry, ConfigError> {
+    let r = Retry {
+        max_attempts: o.u64("max_attempts", d.max_attempts, 1..=10)?,
+        initial_backoff_ms: o.u64("initial_backoff_ms", d.initial_backoff_ms, 1..=60_000)?,
+        max_backoff_ms: o.u64("max_backoff_ms", d.max_backoff_ms, 1..=600_000)?,
+    };
+    o.finish()?;
+    Ok(r)
 }
 
 fn check_sampling_and_tags(raw: &Raw) -> Result<(), ConfigError> {
@@ -390,6 +424,16 @@ fn check_collector(raw: &Raw) -> Result<(), ConfigError> {
             &format!(
                 "must be >= collector.max_batch ({}), got {}",
                 c.max_batch, c.max_queue
+            ),
+        ));
+    }
+    let r = &c.retry;
+    if r.max_backoff_ms < r.initial_backoff_ms {
+        return Err(error(
+            "collector.retry.max_backoff_ms",
+            &format!(
+                "must be >= collector.retry.initial_backoff_ms ({}), got {}",
+                r.initial_backoff_ms, r.max_backoff_ms
             ),
         ));
     }
@@ -685,6 +729,24 @@ mod tests {
                 r#"{"collector": {"max_batch": 10, "max_queue": 5}}"#,
                 "collector.max_queue",
                 "must be >= collector.max_batch",
+            ),
+            (
+                "zero attempts",
+                r#"{"collector": {"retry": {"max_attempts": 0}}}"#,
+                "collector.retry.max_attempts",
+                "must be within 1..=10",
+            ),
+            (
+                "backoff cap below start",
+                r#"{"collector": {"retry": {"initial_backoff_ms": 2000, "max_backoff_ms": 1000}}}"#,
+                "collector.retry.max_backoff_ms",
+                "must be >= collector.retry.initial_backoff_ms (2000), got 1000",
+            ),
+            (
+                "unknown retry key",
+                r#"{"collector": {"retry": {"attempts": 2}}}"#,
+                "collector.retry.attempts",
+                "unknown field",
             ),
             (
                 "zero batch",

@@ -13,6 +13,8 @@ pub enum Counter {
     ExportFailedNoResponse,
     ExportFailedStatus,
     ExportFailedNotSent,
+    ExportRetries,
+    ExportGaveUp,
     SpansDroppedQueueFull,
     SpansDroppedExportFailed,
     SpansDroppedShutdown,
@@ -27,7 +29,7 @@ pub enum Counter {
 }
 
 impl Counter {
-    pub const ALL: [Counter; 22] = [
+    pub const ALL: [Counter; 24] = [
         Counter::SpansStarted,
         Counter::SpansSampled,
         Counter::SpansNotSampled,
@@ -39,6 +41,8 @@ impl Counter {
         Counter::ExportFailedNoResponse,
         Counter::ExportFailedStatus,
         Counter::ExportFailedNotSent,
+        Counter::ExportRetries,
+        Counter::ExportGaveUp,
         Counter::SpansDroppedQueueFull,
         Counter::SpansDroppedExportFailed,
         Counter::SpansDroppedShutdown,
@@ -65,6 +69,8 @@ impl Counter {
             Counter::ExportFailedNoResponse => "meshtrace_export_failed_no_response",
             Counter::ExportFailedStatus => "meshtrace_export_failed_status",
             Counter::ExportFailedNotSent => "meshtrace_export_failed_not_sent",
+            Counter::ExportRetries => "meshtrace_export_retries",
+            Counter::ExportGaveUp => "meshtrace_export_gave_up",
             Counter::SpansDroppedQueueFull => "meshtrace_spans_dropped_queue_full",
             Counter::SpansDroppedExportFailed => "meshtrace_spans_dropped_export_failed",
             Counter::SpansDroppedShutdown => "meshtrace_spans_dropped_shutdown",

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::buffer::SpanBuffer;
 use crate::config::{self, Config, ExportFormat};
-use crate::export::scheduler::{self, Answer, Scheduler, Tally};
+use crate::export::scheduler::{self, Answer, Reply, Scheduler, Tally};
 use crate::export::{otlp, zipkin};
 use crate::metrics::Counter;
 use crate::propagation::b3;
@@ -116,11 +116,7 @@ impl Root {
             let old = &mut *old.borrow_mut();
             old.metrics.publish();
             let old = &mut old.buffer;
-            let displaced: u64 = old
-                .take(old.len())
-                .into_iter()
-                .map(|s| buffer.push(s))
-                .sum();
+            let displaced: u64 = old.drain().into_iter().map(|s| buffer.push(s)).sum();
             metrics.apply(&scheduler::displaced(displaced));
         }
         self.shared = Some(Rc::new(RefCell::new(Shared {
@@ -150,8 +146,9 @@ impl Root {
         // An expedited tick sends full batches only; the remainder waits for the regular flush, so
         // a burst does not leave a short batch holding the last in-flight slot.
         let expedited = shared.borrow().scheduler.is_expedited();
-        if expedited || flush_due(&mut shared.borrow_mut()) {
-            flush(&shared, expedited);
+        let now = flush_time(&shared.borrow().metrics);
+        if expedited || flush_due(&mut shared.borrow_mut(), now) {
+            flush(&shared, expedited, now);
         }
         let mut sh = shared.borrow_mut();
         sh.metrics.publish();
@@ -168,14 +165,25 @@ impl Root {
         let Some(shared) = self.shared.clone() else {
             return;
         };
-        {
-            let mut sh = shared.borrow_mut();
+        let now = {
+            let sh = &mut *shared.borrow_mut();
             let answer = if headers == 0 {
                 Answer::NoResponse
             } else {
                 read_status(&sh.metrics)
             };
-            let tally = sh.scheduler.answered(token, answer);
+            let now = flush_time(&sh.metrics);
+            let reply = Reply {
+                answer,
+                retry_after_ms: scheduler::reads_retry_after(answer)
+                    .then(|| read_retry_after(&sh.metrics))
+                    .flatten(),
+                now_ns: now.unwrap_or(0),
+                jitter: sh.rng.next(),
+            };
+            let tally = sh
+                .scheduler
+                .answered(token, reply, &mut sh.buffer, &sh.config.collector);
             sh.metrics.apply(&tally);
             if answer_failed(answer) {
                 let body = if headers > 0 && body_size > 0 {
@@ -186,8 +194,9 @@ impl Root {
                 let msg = format!("meshtrace: export call {token} failed: {answer:?} {body}");
                 log(LogLevel::Debug, &msg);
             }
-        }
-        flush(&shared, true);
+            now
+        };
+        flush(&shared, true, now);
     }
 
     /// The root context goes away: what it still holds is counted as dropped, never lost silently.
@@ -201,27 +210,39 @@ impl Root {
     }
 }
 
-/// Ticks publish counters every second; a regular flush runs once per flush interval (every tick
-/// when the clock cannot be read: exporting early beats holding spans).
-fn flush_due(sh: &mut Shared) -> bool {
+/// Ticks publish counters every second; a regular flush runs once per flush interval, a retry
+/// when it is due (every tick when the clock cannot be read: exporting early beats holding spans).
+fn flush_due(sh: &mut Shared, now: Option<u64>) -> bool {
+    match now {
+        Some(now) => sh
+            .scheduler
+            .flush_due(now, &sh.buffer, &sh.config.collector),
+        None => true,
+    }
+}
+
+/// The clock for export decisions; `None` when it cannot be read (counted).
+fn flush_time(m: &Metrics) -> Option<u64> {
     match host::now_ns() {
-        Ok(now) => sh.scheduler.flush_due(now, &sh.config.collector),
+        Ok(now) => Some(now),
         Err(e) => {
-            sh.metrics.internal("reading the clock", e);
-            true
+            m.internal("reading the clock", e);
+            None
         }
     }
 }
 
 /// Sends batches while there is room in flight (see `Scheduler::next_batch` for `full_only`).
-fn flush(shared: &Rc<RefCell<Shared>>, full_only: bool) {
+/// Without a clock every retry counts as due.
+fn flush(shared: &Rc<RefCell<Shared>>, full_only: bool, now: Option<u64>) {
     let mut sh = shared.borrow_mut();
     let sh = &mut *sh;
     let c = &sh.config.collector;
-    while let Some(batch) = sh.scheduler.next_batch(&mut sh.buffer, c, full_only) {
+    let now = now.unwrap_or(u64::MAX);
+    while let Some(batch) = sh.scheduler.next_batch(&mut sh.buffer, c, full_only, now) {
         let (body, content_type) = match c.format {
-            ExportFormat::ZipkinJson => (zipkin::encode(&batch), zipkin::CONTENT_TYPE),
-            ExportFormat::OtlpJson => (otlp::encode(&batch), otlp::CONTENT_TYPE),
+            ExportFormat::ZipkinJson => (zipkin::encode(&batch.spans), zipkin::CONTENT_TYPE),
+            ExportFormat::OtlpJson => (otlp::encode(&batch.spans), otlp::CONTENT_TYPE),
         };
         let headers = [
             (":method", "POST"),
@@ -232,15 +253,14 @@ fn flush(shared: &Rc<RefCell<Shared>>, full_only: bool) {
             // Export requests are never traced: any proxy they cross sees an unsampled context.
             (b3::SAMPLED, "0"),
         ];
-        let spans = batch.len() as u64;
         let timeout = Duration::from_millis(c.timeout_ms);
         let tally = match host::http_call(&c.cluster, &headers, body.as_bytes(), timeout) {
-            Ok(token) => sh.scheduler.sent(token, spans),
+            Ok(token) => sh.scheduler.sent(token, batch),
             Err(e) => {
                 let cluster = config::quoted(&c.cluster);
                 let msg = format!("meshtrace: export to cluster {cluster} not sent: {e}");
                 log(LogLevel::Debug, &msg);
-                Scheduler::not_sent(spans)
+                Scheduler::not_sent(&batch)
             }
         };
         sh.metrics.apply(&tally);
@@ -435,6 +455,18 @@ fn read_status(m: &Metrics) -> Answer {
         Err(e) => {
             m.internal("reading the export answer's :status", e);
             Answer::NoResponse
+        }
+    }
+}
+
+const RETRY_AFTER: &str = "retry-after";
+
+fn read_retry_after(m: &Metrics) -> Option<u64> {
+    match host::header(MapType::HttpCallResponse, RETRY_AFTER) {
+        Ok(v) => scheduler::parse_retry_after(&v?),
+        Err(e) => {
+            m.internal("reading the export answer's retry-after", e);
+            None
         }
     }
 }
