@@ -18,8 +18,9 @@ pub struct Retry {
 
 #[derive(Debug)]
 pub struct SpanBuffer {
-    /// Failed batches, in the order they failed.
-    retries: VecDeque<Retry>,
+    /// Failed batches, in the order they failed: a few at a time (at most `max_in_flight` fail
+    /// together), so a plain list costs less code than a second deque.
+    retries: Vec<Retry>,
     /// Spans in `retries`.
     retried: usize,
     /// Spans never sent, oldest first.
@@ -30,7 +31,7 @@ pub struct SpanBuffer {
 impl SpanBuffer {
     pub fn new(capacity: usize) -> SpanBuffer {
         SpanBuffer {
-            retries: VecDeque::new(),
+            retries: Vec::new(),
             retried: 0,
             queue: VecDeque::new(),
             capacity: capacity.max(1),
@@ -51,7 +52,7 @@ impl SpanBuffer {
             return 0;
         }
         self.retried += retry.spans.len();
-        self.retries.push_back(retry);
+        self.retries.push(retry);
         self.make_room(0)
     }
 
@@ -64,7 +65,7 @@ impl SpanBuffer {
     /// Removes and returns the first batch whose retry is due at `now_ns`.
     pub fn take_due(&mut self, now_ns: u64) -> Option<Retry> {
         let i = self.retries.iter().position(|r| r.due_ns <= now_ns)?;
-        let r = self.retries.remove(i)?;
+        let r = self.retries.remove(i);
         self.retried = self.retried.saturating_sub(r.spans.len());
         Some(r)
     }
@@ -106,14 +107,14 @@ impl SpanBuffer {
     }
 
     fn drop_oldest(&mut self) -> bool {
-        if let Some(r) = self.retries.front_mut() {
+        if let Some(r) = self.retries.first_mut() {
             // A batch holds at most max_batch spans: removing its first is a short move.
             if !r.spans.is_empty() {
                 r.spans.remove(0);
                 self.retried = self.retried.saturating_sub(1);
             }
             if r.spans.is_empty() {
-                self.retries.pop_front();
+                self.retries.remove(0);
             }
             return true;
         }

@@ -28,8 +28,9 @@ pub fn tick_period_ms(c: &Collector) -> u64 {
 /// Export calls of one root context.
 #[derive(Debug, Default)]
 pub struct Scheduler {
-    /// Calls awaiting an answer, by token.
-    in_flight: IdMap<u32, Batch>,
+    /// Calls awaiting an answer, by token: at most `max_in_flight` (≤ 64), so a list searched
+    /// in place costs less code and time than another map.
+    in_flight: Vec<(u32, Batch)>,
     /// A full batch asked for a tick sooner than the flush interval.
     expedited: bool,
     /// When the next regular flush is due (ns); ticks come more often when they publish counters.
@@ -146,7 +147,9 @@ impl Scheduler {
 
     /// The host accepted the call for `batch` under `token`.
     pub fn sent(&mut self, token: u32, batch: Batch) -> Tally {
-        match self.in_flight.insert(token, batch) {
+        let lost = self.take_in_flight(token);
+        self.in_flight.push((token, batch));
+        match lost {
             // A host that reuses a live token: the earlier batch can no longer be told apart.
             Some(lost) => export_failed(Counter::ExportFailedNoResponse, count(&lost)),
             None => Vec::new(),
@@ -170,7 +173,7 @@ impl Scheduler {
         buffer: &mut SpanBuffer,
         c: &Collector,
     ) -> Tally {
-        let Some(batch) = self.in_flight.remove(&token) else {
+        let Some(batch) = self.take_in_flight(token) else {
             return vec![(Counter::InternalErrors, 1)];
         };
         let spans = count(&batch);
@@ -226,7 +229,7 @@ impl Scheduler {
     /// here are dropped, counted under their reason.
     pub fn shut_down(&mut self, buffer: &mut SpanBuffer) -> Tally {
         let buffered = buffer.drain().len() as u64;
-        let in_flight: u64 = self.in_flight.drain().map(|(_, b)| count(&b)).sum();
+        let in_flight: u64 = self.in_flight.drain(..).map(|(_, b)| count(&b)).sum();
         let n = buffered + in_flight;
         vec![
             (Counter::SpansDropped, n),
@@ -256,6 +259,11 @@ impl Scheduler {
 
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()
+    }
+
+    fn take_in_flight(&mut self, token: u32) -> Option<Batch> {
+        let i = self.in_flight.iter().position(|(t, _)| *t == token)?;
+        Some(self.in_flight.swap_remove(i).1)
     }
 }
 
