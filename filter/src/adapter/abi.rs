@@ -113,18 +113,21 @@ pub extern "C" fn proxy_on_log(id: u32) {
     with(|c| c.streams.get_mut(&id).map(Stream::log));
 }
 
-/// A root context going away counts what it still holds; streams are simply done.
+/// A root context asked to go away first sends what it holds: false until the last export
+/// answers (it then calls `proxy_done`). Streams are simply done.
 #[no_mangle]
 pub extern "C" fn proxy_on_done(id: u32) -> bool {
-    with(|c| c.roots.get_mut(&id).map(Root::shut_down));
-    true
+    with(|c| c.roots.get_mut(&id).is_none_or(Root::shut_down)).unwrap_or(true)
 }
 
+/// A root deleted with spans still held (the host did not wait) counts them as dropped.
 #[no_mangle]
 pub extern "C" fn proxy_on_delete(id: u32) {
     with(|c| {
         if c.streams.remove(&id).is_none() {
-            c.roots.remove(&id);
+            if let Some(mut root) = c.roots.remove(&id) {
+                root.discard();
+            }
         }
     });
 }

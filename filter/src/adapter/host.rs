@@ -23,6 +23,7 @@
 //! | `proxy_http_call` | Ok, BadArgument (unknown cluster, missing pseudo-headers), InternalFailure, InvalidMemoryAccess, other context refusals | panics on InvalidMemoryAccess and unlisted | batch counted `export_failed_not_sent`, spans dropped |
 //! | `proxy_define_metric` | Ok, BadArgument, InvalidMemoryAccess | panics unless Ok | that counter is a no-op; logged at warn |
 //! | `proxy_increment_metric` | Ok, NotFound, BadArgument | panics on unlisted | ignored: a counter cannot count its own failure |
+//! | `proxy_done` | Ok, NotFound (the context was not waiting to be done) | panics unless Ok | `internal_errors`; the host then ends the context itself |
 //! | WASI `random_get` (getrandom) | errno | (not the SDK) | ids seeded from the clock, `internal_errors` |
 //!
 //! Any other value (a future status, a buggy host) is an `Err` too. Values the host returns are
@@ -118,6 +119,7 @@ extern "C" {
     ) -> u32;
     fn proxy_define_metric(kind: u32, name: *const u8, name_size: usize, ret_id: *mut u32) -> u32;
     fn proxy_increment_metric(id: u32, offset: i64) -> u32;
+    fn proxy_done() -> u32;
 }
 
 fn check(status: u32) -> Result<(), HostError> {
@@ -255,6 +257,12 @@ pub fn increment(id: u32, n: u64) -> Result<(), HostError> {
     let n = i64::try_from(n).unwrap_or(i64::MAX);
     // SAFETY: no pointers.
     check(unsafe { proxy_increment_metric(id, n) })
+}
+
+/// Tells the host that the root context, which answered `on_done` with false, has finished.
+pub fn done() -> Result<(), HostError> {
+    // SAFETY: no pointers.
+    check(unsafe { proxy_done() })
 }
 
 impl fmt::Display for HostError {

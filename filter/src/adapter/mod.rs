@@ -197,15 +197,50 @@ impl Root {
             now
         };
         flush(&shared, true, now);
+        self.finish_draining();
     }
 
-    /// The root context goes away: what it still holds is counted as dropped, never lost silently.
-    fn shut_down(&mut self) {
-        if let Some(shared) = self.shared.as_ref() {
+    /// The root context is asked to go away: everything it holds is sent at once (see
+    /// `Scheduler::drain`), so the wait is bounded by one `timeout_ms`. Returns whether it is done
+    /// now; otherwise `call_answered` calls `proxy_done` after the last answer.
+    fn shut_down(&mut self) -> bool {
+        let Some(shared) = self.shared.clone() else {
+            return true;
+        };
+        let now = flush_time(&shared.borrow().metrics);
+        shared.borrow_mut().scheduler.drain();
+        flush(&shared, false, now);
+        let done = shared.borrow().scheduler.in_flight() == 0;
+        if done {
+            self.discard();
+        }
+        done
+    }
+
+    /// What the root context still holds when it ends is counted as dropped, never lost silently.
+    fn discard(&mut self) {
+        if let Some(shared) = self.shared.take() {
             let sh = &mut *shared.borrow_mut();
             let tally = sh.scheduler.shut_down(&mut sh.buffer);
             sh.metrics.apply(&tally);
             sh.metrics.publish();
+        }
+    }
+
+    /// While draining, the last answer ends the root context.
+    fn finish_draining(&mut self) {
+        let finished = self.shared.as_ref().is_some_and(|sh| {
+            let sh = sh.borrow();
+            sh.scheduler.is_draining() && sh.scheduler.in_flight() == 0
+        });
+        if finished {
+            self.discard();
+            if let Err(e) = host::done() {
+                log(
+                    LogLevel::Debug,
+                    &format!("meshtrace: proxy_done failed: {e}"),
+                );
+            }
         }
     }
 }
@@ -330,6 +365,11 @@ impl Stream {
         let mut displaced = 0;
         for span in tracer::finish(&sh.config, &sh.node, open, end) {
             sh.metrics.count(Counter::SpansRecorded, 1);
+            if sh.scheduler.is_draining() {
+                // The root's last exports are out: a span ending now has no call to go in.
+                sh.metrics.apply(&scheduler::too_late(1));
+                continue;
+            }
             displaced += sh.buffer.push(span);
         }
         sh.metrics.apply(&scheduler::displaced(displaced));

@@ -107,11 +107,11 @@ impl Scheduler {
         full_only: bool,
         now_ns: u64,
     ) -> Option<Batch> {
-        if self.in_flight.len() >= c.max_in_flight {
-            return None;
-        }
         if self.draining {
             return self.next_batch_draining(buffer, c);
+        }
+        if self.in_flight.len() >= c.max_in_flight {
+            return None;
         }
         if now_ns < self.hold_until_ns {
             return None;
@@ -133,7 +133,8 @@ impl Scheduler {
         })
     }
 
-    /// While draining, retries go out as soon as there is room, whatever their due time.
+    /// While draining, everything goes at once, retries first whatever their due time: the last
+    /// answer then comes within one `timeout_ms`, however much is held.
     fn next_batch_draining(&self, buffer: &mut SpanBuffer, c: &Collector) -> Option<Batch> {
         if let Some(r) = buffer.take_due(u64::MAX) {
             return Some(Batch {
@@ -219,10 +220,14 @@ impl Scheduler {
         t
     }
 
-    /// The root context is asked to go away: from now on everything held is sent once, as fast
-    /// as `max_in_flight` allows, and no failure is retried.
+    /// The root context is asked to go away: from now on everything held is sent once, without
+    /// waiting for room in flight, and no failure is retried.
     pub fn drain(&mut self) {
         self.draining = true;
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining
     }
 
     /// The root context goes away: buffered spans and spans in calls that will never be answered
@@ -230,11 +235,7 @@ impl Scheduler {
     pub fn shut_down(&mut self, buffer: &mut SpanBuffer) -> Tally {
         let buffered = buffer.drain().len() as u64;
         let in_flight: u64 = self.in_flight.drain(..).map(|(_, b)| count(&b)).sum();
-        let n = buffered + in_flight;
-        vec![
-            (Counter::SpansDropped, n),
-            (Counter::SpansDroppedShutdown, n),
-        ]
+        too_late(buffered + in_flight)
     }
 
     /// A stream filled a batch: returns true when the root context should be asked to tick now
@@ -320,6 +321,14 @@ pub fn displaced(n: u64) -> Tally {
     vec![
         (Counter::SpansDropped, n),
         (Counter::SpansDroppedQueueFull, n),
+    ]
+}
+
+/// Spans that ended after their root context began to go away.
+pub fn too_late(n: u64) -> Tally {
+    vec![
+        (Counter::SpansDropped, n),
+        (Counter::SpansDroppedShutdown, n),
     ]
 }
 
@@ -571,10 +580,11 @@ mod tests {
         assert!(!reads_retry_after(Answer::NoResponse));
     }
 
-    /// Draining sends everything held at once, due or not, and retries nothing.
+    /// Draining sends everything held at once, due or not, room in flight or not, and retries
+    /// nothing.
     #[test]
     fn draining_sends_all_and_retries_nothing() {
-        let c = collector(2, 8);
+        let c = collector(2, 1);
         let mut s = Scheduler::starting(0, &c);
         let mut b = buffer(3);
         s.sent(1, batch(2, 0));

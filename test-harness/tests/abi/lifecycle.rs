@@ -88,6 +88,8 @@ pub struct Driver {
     pub actions: Vec<(String, i32)>,
     pub root_done: Option<bool>,
     pub answered: usize,
+    /// The collector's last answer: a root that waits in on_done gets the same for its last calls.
+    last_reply: Option<Reply>,
 }
 
 /// The whole lifecycle; it stops at the first trap.
@@ -106,6 +108,7 @@ impl Driver {
             actions: Vec::new(),
             root_done: None,
             answered: 0,
+            last_reply: None,
         }
     }
 
@@ -246,12 +249,29 @@ impl Driver {
         state.maps[MAP_CALL_RESPONSE_HEADERS as usize].clear();
         state.buffers[BUFFER_CALL_RESPONSE_BODY].clear();
         self.answered += 1;
+        self.last_reply = Some(reply.clone());
         Ok(())
     }
 
+    /// Envoy's shutdown: on_done; a root that answers false is waiting for its last export calls,
+    /// which the collector then answers as it answered before (or 202), once each.
     pub fn finish(&mut self) -> Result<(), Stop> {
+        let seen = self.guest.state().http_calls.len();
         let done = self.guest.call("proxy_on_done", &[ROOT])?;
         self.root_done = Some(done.is_none_or(|v| v != 0));
+        if self.root_done == Some(false) {
+            let reply = self
+                .last_reply
+                .clone()
+                .unwrap_or_else(|| Scenario::standard().reply);
+            let tokens: Vec<u32> = self.guest.state().http_calls[seen..]
+                .iter()
+                .map(|c| c.token)
+                .collect();
+            for token in tokens {
+                self.answer(token as i32, &reply)?;
+            }
+        }
         self.guest.call("proxy_on_delete", &[ROOT])?;
         self.guest.state().contexts.remove(&(ROOT as u32));
         Ok(())
