@@ -58,16 +58,58 @@ WASM_OPT_FLAGS := -Oz -ocimfs 0 --enable-bulk-memory --enable-sign-ext --enable-
 BENCH_EMPTY := target/wasm32-wasip1/release/bench_empty.wasm
 BENCH_FLOOR := target/wasm32-wasip1/release/bench_floor.wasm
 BENCH_ARGS = --envoy "$(ENVOY)" --wasm $(WASM) --empty $(BENCH_EMPTY) --floor $(BENCH_FLOOR)
+# Fuzzing (filter/fuzz, cargo-fuzz on a pinned nightly): the parsers of untrusted bytes and the encoders.
+# No sanitizer: the fuzzed core has no `unsafe` (the adapter, which has, is not linked in), so the
+# checks are the targets' own assertions and Rust's; without ASan the runs are about twice as fast.
+FUZZ_NIGHTLY := nightly-2026-05-19
+NIGHTLY_STAMP := $(TOOLS)/.rust-$(FUZZ_NIGHTLY)
+CARGO_FUZZ_VERSION := 0.13.1
+CARGO_FUZZ_STAMP := $(TOOLS)/.cargo-fuzz-$(CARGO_FUZZ_VERSION)
+FUZZ_TARGETS := b3_multi b3_single w3c rate_header config_json encoders
+# `make fuzz`: FUZZ_RUNS executions per target (FUZZ_SECONDS caps each).
+FUZZ_RUNS ?= 10000000
+FUZZ_SECONDS ?= 1800
+FUZZ_SMOKE_SECONDS := 6
+FUZZ = cd filter/fuzz && PATH="$(TOOLS)/bin:$$PATH" cargo +$(FUZZ_NIGHTLY) fuzz
 # Which seed topology `make demo` runs: a (Istio + Jaeger) or b (Linkerd-style + Zipkin).
 DEMO ?= a
 # HOLD=1 keeps the demo running (Envoys, apps, collector) until Ctrl-C.
 HOLD ?=
 
-.PHONY: bench bench-smoke bench-modules abi fixtures ui-screenshot collectors all tools build lint unit scenarios validate test demo clean image push image-test istio-crds istio-test interrupt istio-tools istio-e2e
+.PHONY: fuzz fuzz-smoke fuzz-tools bench bench-smoke bench-modules abi fixtures ui-screenshot collectors all tools build lint unit scenarios validate test demo clean image push image-test istio-crds istio-test interrupt istio-tools istio-e2e
 
 all: build
 
 tools: $(ENVOY_STAMP) $(FUNC_E) $(TARGETS_STAMP) $(CRANE_STAMP) collectors $(CHROMIUM_STAMP)
+
+$(NIGHTLY_STAMP):
+	mkdir -p $(TOOLS)
+	rustup toolchain install $(FUZZ_NIGHTLY) --profile minimal
+	touch $@
+
+$(CARGO_FUZZ_STAMP): $(NIGHTLY_STAMP)
+	cargo install -q --locked --root $(TOOLS) cargo-fuzz --version $(CARGO_FUZZ_VERSION)
+	touch $@
+
+fuzz-tools: $(CARGO_FUZZ_STAMP)
+
+# Every target a few seconds from its committed seeds (new inputs go to filter/fuzz/target, not the
+# corpus): about 40 s, part of `make test`.
+fuzz-smoke: fuzz-tools
+	$(FUZZ) build -s none
+	set -o pipefail; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p filter/fuzz/target/smoke/$$t && \
+	  ( $(FUZZ) run -s none $$t target/smoke/$$t corpus/$$t -- -max_total_time=$(FUZZ_SMOKE_SECONDS) \
+	    -print_final_stats=1 ) 2>&1 | grep -E '^(Done|stat::number_of_executed_units)' || exit 1; \
+	done
+
+# Long runs (docs/reliability.md): one target at a time, niced; crashes land in filter/fuzz/artifacts.
+fuzz: fuzz-tools
+	set -o pipefail; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p filter/fuzz/target/long/$$t && \
+	  ( $(FUZZ) run -s none $$t target/long/$$t corpus/$$t -- -runs=$(FUZZ_RUNS) -max_total_time=$(FUZZ_SECONDS) \
+	    -print_final_stats=1 ) 2>&1 | grep -E '^(Done|stat::|INFO: seed)|SUMMARY|panicked' || exit 1; \
+	done
 
 $(CHROMIUM_STAMP):
 	mkdir -p $(TOOLS)
@@ -172,6 +214,7 @@ build: $(TARGETS_STAMP) $(BINARYEN_STAMP)
 
 lint: $(TARGETS_STAMP)
 	cargo fmt --all -- --check
+	cd filter/fuzz && cargo fmt -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p meshtrace --target wasm32-wasip1 -- -D warnings
 	cargo clippy -p meshtrace --no-default-features --target wasm32-unknown-unknown -- -D warnings
@@ -255,7 +298,7 @@ istio-e2e: tools build istio-tools
 	  mount -t tmpfs meshtrace-e2e /var/lib/istio && mkdir /var/lib/istio/data && \
 	  exec cargo run -q --offline -p test-harness -- istio-e2e --envoy "$(ENVOY)" $(if $(CASE),--case $(CASE))'
 
-test: tools lint unit build abi validate scenarios interrupt image-test istio-test istio-e2e bench-smoke
+test: tools lint unit fuzz-smoke build abi validate scenarios interrupt image-test istio-test istio-e2e bench-smoke
 
 bench-modules: $(TARGETS_STAMP)
 	cargo build -q -p bench-empty -p bench-floor --release --target wasm32-wasip1
