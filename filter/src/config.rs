@@ -365,6 +365,22 @@ fn check_sampling_and_tags(raw: &Raw) -> Result<(), ConfigError> {
         if key.is_empty() {
             return Err(error("tags.static", "tag names must not be empty"));
         }
+        check_tag_name(&format!("tags.static.{key}"), key)?;
+        if raw.tags.request_headers.iter().any(|h| h == key) {
+            let reason = format!("{} is also in tags.request_headers", quoted(key));
+            return Err(error(&format!("tags.static.{key}"), &reason));
+        }
+    }
+    for (i, name) in raw.tags.request_headers.iter().enumerate() {
+        check_tag_name(&format!("tags.request_headers[{i}]"), name)?;
+    }
+    Ok(())
+}
+
+fn check_tag_name(path: &str, name: &str) -> Result<(), ConfigError> {
+    if crate::span::tag::RESERVED.contains(&name) {
+        let reason = format!("{} is a tag meshtrace writes itself", quoted(name));
+        return Err(error(path, &reason));
     }
     Ok(())
 }
@@ -729,6 +745,24 @@ mod tests {
                 r#"{"collector": {"max_batch": 10, "max_queue": 5}}"#,
                 "collector.max_queue",
                 "must be >= collector.max_batch",
+            ),
+            (
+                "static tag named like a built-in",
+                r#"{"tags": {"static": {"error": "x"}}}"#,
+                "tags.static.error",
+                "\"error\" is a tag meshtrace writes itself",
+            ),
+            (
+                "header tag named like a built-in",
+                r#"{"tags": {"request_headers": ["user_agent"]}}"#,
+                "tags.request_headers[0]",
+                "a tag meshtrace writes itself",
+            ),
+            (
+                "static tag and header tag of one name",
+                r#"{"tags": {"static": {"x-tenant": "a"}, "request_headers": ["x-tenant"]}}"#,
+                "tags.static.x-tenant",
+                "also in tags.request_headers",
             ),
             (
                 "zero attempts",

@@ -114,6 +114,52 @@ pub mod tag {
     pub const SAMPLING_REASON: &str = "sampling.reason";
     pub const INVALID_CONTEXT: &str = "meshtrace.invalid_context";
     pub const GRPC_STATUS: &str = "grpc.status_code";
+
+    /// Names the encoders write themselves (Zipkin tags, OTLP attributes): an operator's tag of the
+    /// same name would appear twice in one span, and which one a collector keeps is undefined.
+    pub const RESERVED: [&str; 41] = [
+        NODE_ID,
+        COMPONENT,
+        HTTP_URL,
+        HTTP_METHOD,
+        HTTP_PROTOCOL,
+        HTTP_STATUS_CODE,
+        ERROR,
+        PEER_ADDRESS,
+        UPSTREAM_CLUSTER,
+        UPSTREAM_ADDRESS,
+        RESPONSE_FLAGS,
+        REQUEST_SIZE,
+        RESPONSE_SIZE,
+        USER_AGENT,
+        REQUEST_ID,
+        SAMPLING_REASON,
+        INVALID_CONTEXT,
+        GRPC_STATUS,
+        "meshtrace.debug",
+        "envoy.response_flags",
+        "envoy.upstream_address",
+        "envoy.upstream_cluster",
+        "error.type",
+        "http.request.body.size",
+        "http.request.method",
+        "http.response.body.size",
+        "http.response.status_code",
+        "network.peer.address",
+        "network.peer.port",
+        "network.protocol.name",
+        "network.protocol.version",
+        "rpc.grpc.status_code",
+        "server.address",
+        "server.port",
+        "url.full",
+        "url.path",
+        "url.query",
+        "url.scheme",
+        "user_agent.original",
+        "service.name",
+        "service.instance.id",
+    ];
 }
 
 /// Envoy's legacy response-flag bit order (`StreamInfo::legacyResponseFlags`, what the
