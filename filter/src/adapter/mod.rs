@@ -366,8 +366,10 @@ impl Stream {
         for span in tracer::finish(&sh.config, &sh.node, open, end) {
             sh.metrics.count(Counter::SpansRecorded, 1);
             if sh.scheduler.is_draining() {
-                // The root's last exports are out: a span ending now has no call to go in.
+                // The root's last exports are out: a span ending now has no call to go in, and
+                // the root may not tick again to publish the count.
                 sh.metrics.apply(&scheduler::too_late(1));
+                sh.metrics.publish();
                 continue;
             }
             displaced += sh.buffer.push(span);
