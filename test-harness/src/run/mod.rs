@@ -13,6 +13,7 @@ pub mod lds;
 pub mod load;
 pub mod rundir;
 pub mod runner;
+pub mod tier;
 pub mod ui;
 pub mod upstream;
 
