@@ -69,6 +69,41 @@ pub struct ExportPost {
     pub spans: Result<Vec<serde_json::Value>, String>,
     /// How the collector failed this export instead of answering it (`collector.fault`).
     pub fault: Option<CollectorFault>,
-    /// The status the collector answers when it does not fail the export.
+    /// The status the collector answers (or, with a `fault`, puts in its broken answer; 0 for a
+    /// black hole).
     pub status: u16,
+    /// The `Retry-After` value of the answer, if it has one.
+    pub retry_after: Option<String>,
+    /// The collector failed this export on purpose: a `fault`, or a `fault_status` answer.
+    pub faulted: bool,
+    /// When the request had been read whole (ms on the collector's clock, see [`Timeline`]).
+    pub received_ms: u64,
+    /// When a complete status answer had been written (None: no complete answer, e.g. a fault,
+    /// or Envoy had given up on the call before the answer was ready).
+    pub answered_ms: Option<u64>,
+}
+
+impl ExportPost {
+    /// The collector acknowledged the export: a complete 2xx answer written to a connection
+    /// Envoy still held open. Only these spans may count as exported.
+    pub fn acknowledged(&self) -> bool {
+        self.answered_ms.is_some() && (200..300).contains(&self.status)
+    }
+
+    /// Spans in the post (0 when the body did not parse).
+    pub fn span_count(&self) -> u64 {
+        self.spans.as_ref().map_or(0, Vec::len) as u64
+    }
+}
+
+/// When the fake collector went down and came back, and when the requests were sent, in ms on
+/// the collector's own clock (from its creation).
+#[derive(Debug, Clone, Default)]
+pub struct Timeline {
+    /// (when, up): each change of `collector.outages`/`flap`, as applied.
+    pub changes: Vec<(u64, bool)>,
+    /// When the first request was about to be sent and when the last one had completed.
+    pub requests: Option<(u64, u64)>,
+    /// Changes that could not be applied (a socket that would not listen again).
+    pub problems: Vec<String>,
 }

@@ -131,6 +131,7 @@ impl<'a> Run<'a> {
 
     fn send_requests(&mut self) {
         let faults = self.collector.fault_counter();
+        self.collector.requests_starting();
         let (tools, run_dir, started) = (self.tools, self.run_dir, &self.started);
         let reload = |rl: &ReloadSpec| bootstrap::reload_envoy(tools, run_dir, started, rl);
         let ctx = SendContext {
@@ -140,6 +141,7 @@ impl<'a> Run<'a> {
             reload: &reload,
         };
         load::send_requests(self.sc, &ctx, &mut self.outcome.checks);
+        self.collector.requests_done();
     }
 
     /// Waits for quiescence, then reads what the Envoys counted and the real collector stored.
@@ -210,7 +212,9 @@ impl<'a> Run<'a> {
         }
         obs.posts = self.collector.posts();
         obs.collector_max_concurrent = self.collector.max_concurrent();
-        obs.collector_fault = self.sc.collector.fault;
+        obs.collector_fault = self.sc.collector.fault_name();
+        obs.fake_collector = self.sc.real_collector.is_none();
+        obs.timeline = self.collector.timeline();
         for p in &obs.posts {
             if let Ok(list) = &p.spans {
                 for s in list {

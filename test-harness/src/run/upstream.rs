@@ -1,13 +1,13 @@
 //! Recording upstream HTTP servers (the "apps" behind each Envoy) and the fake Zipkin collector.
 
-use crate::model::observed::{AppReport, ExportPost, RecordedRequest};
+use crate::model::observed::{AppReport, ExportPost, RecordedRequest, Timeline};
 use crate::model::scenario::{CollectorSpec, UpstreamSpec};
-use crate::run::fault::{CollectorServer, Shared};
+use crate::run::fault::{CollectorServer, Schedule, Shared};
 use crate::run::http;
-use crate::run::httpd::{write_reply, Handler, Server};
+use crate::run::httpd::{bound_socket, write_reply, Handler, Server};
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -214,43 +214,9 @@ pub struct ClosedPort {
 }
 
 pub fn closed_port() -> std::io::Result<ClosedPort> {
-    use std::os::fd::{FromRawFd, OwnedFd};
-    // SAFETY: plain socket(2)/bind(2)/getsockname(2) calls on a descriptor owned right away by an
-    // OwnedFd; the sockaddr structs are fully initialised and passed with their exact sizes.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let owned = OwnedFd::from_raw_fd(fd);
-        let mut sa: libc::sockaddr_in = std::mem::zeroed();
-        sa.sin_family = libc::AF_INET as libc::sa_family_t;
-        sa.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
-        sa.sin_port = 0;
-        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        if libc::bind(
-            fd,
-            &sa as *const libc::sockaddr_in as *const libc::sockaddr,
-            len,
-        ) != 0
-        {
-            return Err(std::io::Error::last_os_error());
-        }
-        let mut out: libc::sockaddr_in = std::mem::zeroed();
-        let mut out_len = len;
-        if libc::getsockname(
-            fd,
-            &mut out as *mut libc::sockaddr_in as *mut libc::sockaddr,
-            &mut out_len,
-        ) != 0
-        {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(ClosedPort {
-            addr: SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, u16::from_be(out.sin_port))),
-            _fd: owned,
-        })
-    }
+    // Without SO_REUSEADDR: not even a listener that sets it (std's do) can bind the port.
+    let (fd, addr) = bound_socket(0, false)?;
+    Ok(ClosedPort { addr, _fd: fd })
 }
 
 /// Headers an instrumented app propagates to its own outgoing calls.
@@ -495,8 +461,10 @@ pub struct Collector {
     shared: Shared,
     /// The refused endpoints of a collector that is down, reserved until the collector is dropped.
     closed: Vec<ClosedPort>,
-    /// The listening endpoints; they stop listening when dropped.
-    servers: Vec<CollectorServer>,
+    /// The listening endpoints; they stop listening when the last handle is dropped.
+    servers: Vec<Arc<CollectorServer>>,
+    /// The running `outages`/`flap` schedule, once the requests have started.
+    schedule: Option<Schedule>,
 }
 
 impl Collector {
@@ -506,11 +474,12 @@ impl Collector {
             shared: Shared::default(),
             closed: Vec::new(),
             servers: Vec::new(),
+            schedule: None,
         }
     }
 
-    /// How many times the collector has misbehaved so far (`collector.fault`), readable while
-    /// the scenario runs.
+    /// How many times the collector has misbehaved so far (`collector.fault`, `fault_status`),
+    /// readable while the scenario runs.
     pub fn fault_counter(&self) -> Arc<AtomicU64> {
         self.shared.faults.clone()
     }
@@ -525,22 +494,56 @@ impl Collector {
         }
         let server = CollectorServer::start(envoy, &self.spec, self.shared.clone())?;
         let addr = server.addr();
-        self.servers.push(server);
+        self.servers.push(Arc::new(server));
         Ok(addr)
+    }
+
+    /// The requests are about to be sent: the clock of `outages`/`flap` starts now.
+    pub fn requests_starting(&mut self) {
+        let now = self.shared.now_ms();
+        lock(&self.shared.timeline).requests = Some((now, now));
+        if self.spec.scheduled() && self.schedule.is_none() {
+            self.schedule = Some(Schedule::start(
+                &self.spec,
+                self.servers.clone(),
+                self.shared.clone(),
+            ));
+        }
+    }
+
+    /// The last request has completed.
+    pub fn requests_done(&self) {
+        let now = self.shared.now_ms();
+        if let Some(r) = lock(&self.shared.timeline).requests.as_mut() {
+            r.1 = now;
+        }
     }
 
     /// The most export requests that were open (received, not yet answered) at one time.
     pub fn max_concurrent(&self) -> u64 {
-        self.shared.open.lock().unwrap_or_else(|p| p.into_inner()).1
+        lock(&self.shared.open).1
     }
 
     pub fn posts(&self) -> Vec<ExportPost> {
-        self.shared
-            .posts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        lock(&self.shared.posts).clone()
     }
+
+    /// When the collector went down and up, and when the requests were sent (its own clock).
+    pub fn timeline(&self) -> Timeline {
+        lock(&self.shared.timeline).clone()
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        // The schedule first (it holds the endpoints), then every black hole lets go.
+        self.schedule = None;
+        self.shared.stopping.store(true, Ordering::SeqCst);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 pub fn parse_spans(body: &[u8]) -> Result<Vec<serde_json::Value>, String> {

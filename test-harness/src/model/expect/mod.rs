@@ -2,8 +2,10 @@
 //!
 //! One file per thing observed: the upstreams' requests, the exported spans (and how matchers
 //! are assigned to them), the fake collector (and its fault modes), a real collector's store, the
-//! Envoys' counters and logs; `builtin` holds the checks every scenario gets.
+//! Envoys' counters and logs; `builtin` holds the checks every scenario gets, `accounting` the
+//! ones every scenario with the fake collector gets.
 
+mod accounting;
 mod assign;
 mod builtin;
 mod collected;
@@ -20,7 +22,7 @@ pub use counters::{find_metric, metric_value, prometheus_counter};
 pub use fault::fault_checks;
 
 use crate::model::matcher::{Matcher, RefResolver};
-use crate::model::observed::{ExportPost, RecordedRequest};
+use crate::model::observed::{ExportPost, RecordedRequest, Timeline};
 use crate::model::scenario::Expect;
 use crate::model::spans::{truncate, Span};
 use std::collections::BTreeMap;
@@ -83,8 +85,12 @@ pub struct Observations {
     pub window_us: Option<(u64, u64)>,
     /// The most export requests the collector held open at one time.
     pub collector_max_concurrent: u64,
-    /// The fake collector's fault mode, if it has one.
-    pub collector_fault: Option<crate::model::scenario::CollectorFault>,
+    /// How the fake collector fails exports (`collector.fault`/`fault_status`), if it does.
+    pub collector_fault: Option<String>,
+    /// The Envoys exported to the fake collector (no `real_collector`).
+    pub fake_collector: bool,
+    /// The fake collector's downs and ups, and when the requests were sent (its clock).
+    pub timeline: Timeline,
     /// What a real collector stored (`real_collector:` scenarios).
     pub collected: Option<Collected>,
 }
@@ -144,6 +150,7 @@ pub fn evaluate(expect: &Expect, obs: &Observations) -> Vec<Check> {
     builtin::builtin(obs, &mut out);
     builtin::no_crash(&expect.trapped, obs, &mut out);
     upstream::upstream_checks(expect, obs, &mut out);
+    accounting::accounting_checks(obs, &mut out);
     out.extend(fault_checks(expect.collector_requests.as_ref(), obs));
     if let Some(sp) = &expect.spans {
         spans::span_checks(sp, obs, &mut out);

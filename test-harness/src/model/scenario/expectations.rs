@@ -173,9 +173,19 @@ pub struct CollectorExpect {
     /// Most export requests the collector held open (received, not yet answered) at one time.
     #[serde(default)]
     pub max_concurrent: Option<CountSpec>,
-    /// Export requests the collector misbehaved on (`collector.fault`).
+    /// Export requests the collector misbehaved on (`collector.fault` or `fault_status`).
     #[serde(default)]
     pub faulted: Option<CountSpec>,
+    /// With `collector.outages`/`flap`: after each time the collector came back up while requests
+    /// were still being sent for at least this long, its first acknowledged export request came
+    /// within this many ms (the fake collector's clock, from listening again to the answer).
+    #[serde(default)]
+    pub resumed_within_ms: Option<u64>,
+    /// After each answer with `Retry-After: S` (seconds), the same Envoy sent no export request
+    /// for S seconds (50 ms of slack). A request already in flight when the answer went out is not
+    /// told apart: use it with `collector.max_in_flight: 1`.
+    #[serde(default)]
+    pub honours_retry_after: bool,
     #[serde(default)]
     pub path: Option<Matcher>,
     #[serde(default)]

@@ -169,10 +169,28 @@ pub struct CollectorSpec {
     /// every endpoint, see `fault.rs`).
     #[serde(default)]
     pub fault: Option<CollectorFault>,
-    /// With `fault`: misbehave on every Nth export request (counted over all endpoints), answer
-    /// the others with `status`. 1 = every export request.
+    /// Answer the faulted export requests (every `fault_every`-th) with this status instead of
+    /// `status`: a collector that fails some exports with a 503 or 429 and accepts the others.
+    /// Exclusive with `fault`.
+    #[serde(default)]
+    pub fault_status: Option<u16>,
+    /// With `fault` or `fault_status`: misbehave on every Nth export request (counted over all
+    /// endpoints), answer the others with `status`. 1 = every export request.
     #[serde(default = "default_fault_every")]
     pub fault_every: u64,
+    /// A `Retry-After` header value (e.g. `"2"`, seconds) on the failing status answers: the
+    /// `fault_status` ones when set, else every answer (then `status` must fail, e.g. 429).
+    #[serde(default)]
+    pub retry_after: Option<String>,
+    /// Outages: from `from_ms` to `to_ms` after the first request is sent, every endpoint refuses
+    /// connections (its listening socket stops listening, its open connections are closed); then it
+    /// listens again on the same port.
+    #[serde(default)]
+    pub outages: Vec<Outage>,
+    /// A collector that keeps going down and coming back: up for `up_ms`, down for `down_ms`,
+    /// again and again from the first request on (down as in `outages`).
+    #[serde(default)]
+    pub flap: Option<Flap>,
 }
 
 impl Default for CollectorSpec {
@@ -182,14 +200,100 @@ impl Default for CollectorSpec {
             status: default_collector_status(),
             delay_ms: 0,
             fault: None,
+            fault_status: None,
             fault_every: default_fault_every(),
+            retry_after: None,
+            outages: Vec::new(),
+            flap: None,
         }
     }
 }
 
+/// One outage of the collector, in ms after the first request is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outage {
+    pub from_ms: u64,
+    pub to_ms: u64,
+}
+
+/// Up `up_ms`, then down `down_ms`, repeated (see `CollectorSpec::flap`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Flap {
+    pub up_ms: u64,
+    pub down_ms: u64,
+}
+
+impl CollectorSpec {
+    /// Whether export request number `n` (1-based, over all endpoints) is one the collector fails.
+    pub fn faults_request(&self, n: u64) -> bool {
+        (self.fault.is_some() || self.fault_status.is_some())
+            && n.is_multiple_of(self.fault_every.max(1))
+    }
+
+    /// How the collector fails export requests, for report lines (None: it does not).
+    pub fn fault_name(&self) -> Option<String> {
+        let every = match self.fault_every {
+            1 => String::new(),
+            n => format!(" (1 in {n})"),
+        };
+        let what = match (self.fault, self.fault_status) {
+            (Some(f), _) => f.name().to_string(),
+            (None, Some(s)) => format!("status {s}"),
+            (None, None) => return None,
+        };
+        let ra = match (&self.retry_after, self.fault_status) {
+            (Some(v), Some(_)) => format!(" + Retry-After {v}"),
+            _ => String::new(),
+        };
+        Some(format!("{what}{ra}{every}"))
+    }
+
+    /// Whether the collector has a schedule of outages (`outages` or `flap`).
+    pub fn scheduled(&self) -> bool {
+        !self.outages.is_empty() || self.flap.is_some()
+    }
+
+    /// Whether the schedule has the collector up `t_ms` after the first request.
+    pub fn up_at(&self, t_ms: u64) -> bool {
+        if let Some(f) = self.flap {
+            return t_ms % f.up_ms.saturating_add(f.down_ms).max(1) < f.up_ms;
+        }
+        !self
+            .outages
+            .iter()
+            .any(|o| (o.from_ms..o.to_ms).contains(&t_ms))
+    }
+
+    /// The first change of the up/down schedule strictly after `after_ms` (ms after the first
+    /// request): when, and whether the collector is up from then on. None: no change any more.
+    pub fn next_change(&self, after_ms: u64) -> Option<(u64, bool)> {
+        if let Some(f) = self.flap {
+            let period = f.up_ms.saturating_add(f.down_ms).max(1);
+            let start = after_ms - after_ms % period;
+            let down_at = start.saturating_add(f.up_ms);
+            return Some(if after_ms < down_at {
+                (down_at, false)
+            } else {
+                (start.saturating_add(period), true)
+            });
+        }
+        self.outages.iter().find_map(|o| {
+            if after_ms < o.from_ms {
+                Some((o.from_ms, false))
+            } else if after_ms < o.to_ms {
+                Some((o.to_ms, true))
+            } else {
+                None
+            }
+        })
+    }
+}
+
 /// The ways the fake collector can fail an export after it has read the whole request. Each
-/// one leaves Envoy with a call that got response headers (or started to) and then failed, which
-/// the HTTP async client reports as a reset, not as a response.
+/// one but `black_hole` leaves Envoy with a call that got response headers (or started to) and
+/// then failed, which the HTTP async client reports as a reset, not as a response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CollectorFault {
@@ -202,6 +306,9 @@ pub enum CollectorFault {
     /// `200 OK` with a correct `content-length` of 40 MiB, sent in full (or until Envoy resets),
     /// more than Envoy buffers for an async call's response.
     OversizedBody,
+    /// No answer at all: the connection stays open, unanswered, until Envoy closes it (its
+    /// `timeout_ms`) or the collector stops.
+    BlackHole,
 }
 
 impl CollectorFault {
@@ -211,6 +318,7 @@ impl CollectorFault {
             CollectorFault::CloseMidBody => "close_mid_body",
             CollectorFault::ResetAfterHeaders => "reset_after_headers",
             CollectorFault::OversizedBody => "oversized_body",
+            CollectorFault::BlackHole => "black_hole",
         }
     }
 }

@@ -213,3 +213,146 @@ fn generated_header_values() {
         assert!(serde_yaml::from_str::<HeaderList>(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn collector_schedule_rows() {
+    let spec = |yaml: &str| serde_yaml::from_str::<CollectorSpec>(yaml).unwrap();
+    let flap = spec("flap: {up_ms: 600, down_ms: 400}");
+    // (t, up at t, next change after t)
+    let rows: &[(u64, bool, (u64, bool))] = &[
+        (0, true, (600, false)),
+        (599, true, (600, false)),
+        (600, false, (1000, true)),
+        (999, false, (1000, true)),
+        (1000, true, (1600, false)),
+        (2650, false, (3000, true)),
+    ];
+    for &(t, up, next) in rows {
+        assert_eq!(flap.up_at(t), up, "flap up_at({t})");
+        assert_eq!(flap.next_change(t), Some(next), "flap next_change({t})");
+    }
+    let outages = spec("outages: [{from_ms: 0, to_ms: 100}, {from_ms: 500, to_ms: 900}]");
+    type Row = (u64, bool, Option<(u64, bool)>);
+    let rows: &[Row] = &[
+        (0, false, Some((100, true))),
+        (100, true, Some((500, false))),
+        (499, true, Some((500, false))),
+        (500, false, Some((900, true))),
+        (900, true, None),
+    ];
+    for &(t, up, next) in rows {
+        assert_eq!(outages.up_at(t), up, "outages up_at({t})");
+        assert_eq!(outages.next_change(t), next, "outages next_change({t})");
+    }
+    let plain = CollectorSpec::default();
+    assert!(!plain.scheduled() && plain.up_at(5) && plain.next_change(0).is_none());
+}
+
+#[test]
+fn collector_fault_fields() {
+    let spec = |yaml: &str| serde_yaml::from_str::<CollectorSpec>(yaml).unwrap();
+    let c = spec("{fault_status: 429, retry_after: '2', fault_every: 3}");
+    let faulted: Vec<u64> = (1..=7).filter(|n| c.faults_request(*n)).collect();
+    assert_eq!(faulted, [3, 6]);
+    assert_eq!(
+        c.fault_name().as_deref(),
+        Some("status 429 + Retry-After 2 (1 in 3)")
+    );
+    let c = spec("{fault: black_hole}");
+    assert!(c.faults_request(1) && c.fault_name().as_deref() == Some("black_hole"));
+    assert!(!spec("{status: 500}").faults_request(1));
+    let ok = |collector: &str, expect: &str| {
+        Scenario::from_yaml(&format!(
+            "name: t\nenvoys: [{{name: gw, config: gateway, upstream_unreachable: true}}]\n\
+             collector: {collector}\nexpect: {{collector_requests: {expect}}}\n"
+        ))
+    };
+    // (collector, collector_requests expectation, error substring or "" for valid)
+    let rows = [
+        (
+            "{status: 429, retry_after: '1'}",
+            "{honours_retry_after: true}",
+            "",
+        ),
+        (
+            "{fault_status: 503, fault_every: 2, retry_after: '1'}",
+            "{faulted: [1, 9]}",
+            "",
+        ),
+        (
+            "{outages: [{from_ms: 10, to_ms: 20}]}",
+            "{resumed_within_ms: 500}",
+            "",
+        ),
+        (
+            "{flap: {up_ms: 5, down_ms: 5}}",
+            "{resumed_within_ms: 500}",
+            "",
+        ),
+        ("{fault: black_hole}", "{faulted: 3}", ""),
+        (
+            "{fault: close_mid_body, fault_status: 503}",
+            "{}",
+            "exclusive",
+        ),
+        ("{fault_status: 204}", "{}", "must fail the export"),
+        (
+            "{retry_after: '1'}",
+            "{}",
+            "rides on the failing status answers",
+        ),
+        (
+            "{status: 503, retry_after: \"1\\r\\nx: y\"}",
+            "{}",
+            "printable header value",
+        ),
+        (
+            "{mode: down, flap: {up_ms: 5, down_ms: 5}}",
+            "{}",
+            "need mode up",
+        ),
+        ("{mode: down, fault_status: 503}", "{}", "need mode up"),
+        ("{flap: {up_ms: 0, down_ms: 5}}", "{}", "at least 1"),
+        ("{outages: [{from_ms: 20, to_ms: 20}]}", "{}", "below to_ms"),
+        (
+            "{outages: [{from_ms: 5, to_ms: 20}, {from_ms: 20, to_ms: 30}]}",
+            "{}",
+            "after outages[0] ends",
+        ),
+        (
+            "{outages: [{from_ms: 5, to_ms: 9}], flap: {up_ms: 5, down_ms: 5}}",
+            "{}",
+            "exclusive",
+        ),
+        (
+            "{}",
+            "{resumed_within_ms: 500}",
+            "needs collector.outages or flap",
+        ),
+        (
+            "{}",
+            "{honours_retry_after: true}",
+            "needs collector.retry_after",
+        ),
+        (
+            "{}",
+            "{faulted: 1}",
+            "needs collector.fault or fault_status",
+        ),
+    ];
+    for (collector, expect, err) in rows {
+        match ok(collector, expect) {
+            Ok(_) => assert!(err.is_empty(), "{collector} {expect}: valid, want {err:?}"),
+            Err(e) => assert!(
+                !err.is_empty() && e.contains(err),
+                "{collector} {expect}: {e}"
+            ),
+        }
+    }
+    let e = Scenario::from_yaml(
+        "name: t\nreal_collector: zipkin\ncollector: {flap: {up_ms: 5, down_ms: 5}}\n\
+         envoys: [{name: a, config: gateway, upstream_unreachable: true}]\n",
+    )
+    .unwrap_err();
+    assert!(e.contains("do not apply"), "{e}");
+}

@@ -3,7 +3,7 @@
 //! part; all messages are reported at once.
 
 use super::setup::default_collector_status;
-use super::{CollectorMode, RealCollectorKind, Scenario, SpanMatcher};
+use super::{CollectorMode, CollectorSpec, RealCollectorKind, Scenario, SpanMatcher};
 use std::collections::BTreeSet;
 
 impl Scenario {
@@ -139,6 +139,9 @@ impl Scenario {
             || c.status != default_collector_status()
             || c.delay_ms != 0
             || c.fault.is_some()
+            || c.fault_status.is_some()
+            || c.retry_after.is_some()
+            || c.scheduled()
         {
             errs.push(
                 "real_collector: the fake collector's `collector:` settings do not apply"
@@ -164,22 +167,51 @@ impl Scenario {
         }
     }
 
-    /// The fake collector's fault mode, and Envoys with file-based listeners.
+    /// The fake collector's fault modes and schedule, and Envoys with file-based listeners.
     fn validate_collector(&self, errs: &mut Vec<String>) {
         let c = &self.collector;
         if c.fault_every == 0 {
             errs.push("collector.fault_every must be at least 1".to_string());
         }
-        if c.fault.is_some() && c.mode == CollectorMode::Down {
-            errs.push("collector: fault needs mode up".to_string());
+        if c.fault.is_some() && c.fault_status.is_some() {
+            errs.push("collector: fault and fault_status are exclusive".to_string());
         }
-        let wants_faulted = self
-            .expect
-            .collector_requests
-            .as_ref()
-            .is_some_and(|e| e.faulted.is_some());
-        if c.fault.is_none() && wants_faulted {
-            errs.push("expect.collector_requests.faulted needs collector.fault".to_string());
+        if let Some(s) = c.fault_status.filter(|s| !(300..=599).contains(s)) {
+            errs.push(format!(
+                "collector.fault_status {s} must fail the export (300-599)"
+            ));
+        }
+        if c.mode == CollectorMode::Down {
+            if c.fault.is_some() || c.fault_status.is_some() {
+                errs.push("collector: fault and fault_status need mode up".to_string());
+            }
+            if c.scheduled() {
+                errs.push(
+                    "collector: outages and flap need mode up (down is never up)".to_string(),
+                );
+            }
+        }
+        validate_retry_after(c, errs);
+        validate_schedule(c, errs);
+        let faults = c.fault.is_some() || c.fault_status.is_some();
+        let ce = self.expect.collector_requests.as_ref();
+        if !faults && ce.is_some_and(|e| e.faulted.is_some()) {
+            errs.push(
+                "expect.collector_requests.faulted needs collector.fault or fault_status"
+                    .to_string(),
+            );
+        }
+        if !c.scheduled() && ce.is_some_and(|e| e.resumed_within_ms.is_some()) {
+            errs.push(
+                "expect.collector_requests.resumed_within_ms needs collector.outages or flap"
+                    .to_string(),
+            );
+        }
+        if c.retry_after.is_none() && ce.is_some_and(|e| e.honours_retry_after) {
+            errs.push(
+                "expect.collector_requests.honours_retry_after needs collector.retry_after"
+                    .to_string(),
+            );
         }
         for e in self.envoys.iter().filter(|e| e.lds) {
             // Envoy refuses file-based LDS without a node cluster; the node id is there anyway
@@ -207,9 +239,10 @@ impl Scenario {
                     "request #{i}: abort_after_ms is sequential only (no concurrency/reload)"
                 ));
             }
-            if r.after_collector_faults.is_some() && self.collector.fault.is_none() {
+            let c = &self.collector;
+            if r.after_collector_faults.is_some() && c.fault.is_none() && c.fault_status.is_none() {
                 errs.push(format!(
-                    "request #{i}: after_collector_faults needs collector.fault"
+                    "request #{i}: after_collector_faults needs collector.fault or fault_status"
                 ));
             }
             let Some(rl) = &r.reload else { continue };
@@ -357,6 +390,50 @@ impl Scenario {
         {
             errs.push(format!("expect: unknown envoy {k}"));
         }
+    }
+}
+
+/// `retry_after` rides on a failing status answer and is one header value.
+fn validate_retry_after(c: &CollectorSpec, errs: &mut Vec<String>) {
+    let Some(v) = &c.retry_after else { return };
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+        errs.push(format!(
+            "collector.retry_after {v:?} must be a non-empty printable header value"
+        ));
+    }
+    let carrier = c.fault_status.unwrap_or(c.status);
+    if (200..300).contains(&carrier) {
+        errs.push(format!(
+            "collector.retry_after rides on the failing status answers: fault_status, or a \
+             status that fails (status is {carrier})"
+        ));
+    }
+}
+
+/// Outages in order with an up time between them, or a flap with both phases.
+fn validate_schedule(c: &CollectorSpec, errs: &mut Vec<String>) {
+    if c.flap.is_some() && !c.outages.is_empty() {
+        errs.push("collector: outages and flap are exclusive".to_string());
+    }
+    if let Some(f) = c.flap {
+        if f.up_ms == 0 || f.down_ms == 0 {
+            errs.push("collector.flap: up_ms and down_ms must be at least 1".to_string());
+        }
+    }
+    let mut up_since = 0;
+    for (i, o) in c.outages.iter().enumerate() {
+        if o.from_ms >= o.to_ms {
+            errs.push(format!(
+                "collector.outages[{i}]: from_ms must be below to_ms"
+            ));
+        }
+        if i > 0 && o.from_ms <= up_since {
+            errs.push(format!(
+                "collector.outages[{i}]: must start after outages[{}] ends",
+                i - 1
+            ));
+        }
+        up_since = o.to_ms;
     }
 }
 
