@@ -76,7 +76,7 @@ DEMO ?= a
 # HOLD=1 keeps the demo running (Envoys, apps, collector) until Ctrl-C.
 HOLD ?=
 
-.PHONY: fuzz fuzz-smoke fuzz-tools bench bench-smoke bench-modules abi fixtures ui-screenshot collectors all tools build lint unit scenarios validate test demo clean image push image-test istio-crds istio-test interrupt istio-tools istio-e2e
+.PHONY: fuzz fuzz-smoke fuzz-tools collector-tier bench bench-smoke bench-modules abi fixtures ui-screenshot collectors all tools build lint unit scenarios validate test demo clean image push image-test istio-crds istio-test interrupt istio-tools istio-e2e
 
 all: build
 
@@ -244,6 +244,11 @@ fixtures: $(TARGETS_STAMP)
 scenarios: tools build fixtures
 	ENVOY_PATH="$(ENVOY)" cargo test -q -p test-harness --test scenarios -- --test-threads 1
 
+# The collector tier as Jaeger is deployed: two real Jaeger v2 collectors in front of one storage
+# instance, one killed mid-run (test-harness/tests/collector_tier.rs, docs/reliability.md).
+collector-tier: tools build
+	ENVOY_PATH="$(ENVOY)" cargo test -q -p test-harness --test collector_tier
+
 # Ctrl-C leaves no process behind: the harness is sent SIGINT while two Envoys (func-e) and a real
 # Jaeger run, and must exit 130 with every child gone (test-harness/tests/interrupt.rs).
 interrupt: tools build
@@ -298,7 +303,7 @@ istio-e2e: tools build istio-tools
 	  mount -t tmpfs meshtrace-e2e /var/lib/istio && mkdir /var/lib/istio/data && \
 	  exec cargo run -q --offline -p test-harness -- istio-e2e --envoy "$(ENVOY)" $(if $(CASE),--case $(CASE))'
 
-test: tools lint unit fuzz-smoke build abi validate scenarios interrupt image-test istio-test istio-e2e bench-smoke
+test: tools lint unit fuzz-smoke build abi validate scenarios collector-tier interrupt image-test istio-test istio-e2e bench-smoke
 
 bench-modules: $(TARGETS_STAMP)
 	cargo build -q -p bench-empty -p bench-floor --release --target wasm32-wasip1
