@@ -14,7 +14,7 @@
 
 use crate::process::ports::free_ports;
 use crate::process::{signal_group, Daemon};
-use crate::run::collectors::prom_sum;
+use crate::run::collectors::{jaeger_telemetry, prom_sum};
 use crate::run::config::{load_shipped, patch_config, Patch, PluginConfig};
 use crate::run::http;
 use serde_json::Value as Json;
@@ -81,19 +81,9 @@ fn loopback(port: u16) -> SocketAddr {
 
 /// The self-metrics and health-check blocks every instance shares.
 fn telemetry_and_health(metrics: u16, health: u16) -> String {
+    let telemetry = jaeger_telemetry(metrics);
     format!(
-        "  telemetry:
-    metrics:
-      level: detailed
-      readers:
-        - pull:
-            exporter:
-              prometheus:
-                host: 127.0.0.1
-                port: {metrics}
-    logs:
-      level: info
-extensions:
+        "{telemetry}extensions:
   healthcheckv2:
     use_v2: true
     http:
